@@ -1,0 +1,203 @@
+"""Network file + learned hosts -> the flow entries each hypervisor should hold.
+
+Pure: no Ryu, no I/O. See README "Table map" for the job of each table. The
+number of entries per hypervisor is linear in VMs and segments: every VM
+costs two entries on every hypervisor (destination + forward) and three
+more on its own (port security); every segment costs a handful.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from .model import Hypervisor, Network
+from .pipeline import (CONTROLLER_METER, DESTINATION, DST_SEGMENT_MASK,
+                       ETH_TYPE_ARP, ETH_TYPE_IP, FORWARD, FROM_UPLINK, INGRESS,
+                       KIND_LEARNED, MULTICAST, OFPVID_NONE, OFPVID_PRESENT, POLICY,
+                       SEGMENTS_MASK, Flow, flow, metadata)
+
+PACKET_IN_BYTES = 0xFFFF       # OFPCML_NO_BUFFER: the whole frame, so it can be re-injected
+
+
+@dataclass(frozen=True)
+class Host:
+    """Anything the switch delivers unicast to: a declared VM or a learned host."""
+    mac: str
+    hypervisor: str
+    port: int
+    vlan: int                   # its segment's VLAN
+    ip: str | None = None       # None: learned, so its addresses are not known
+
+
+@dataclass(frozen=True)
+class LearnedHost:
+    mac: str
+    hypervisor: str
+    port: int
+
+
+def hosts(net: Network, learned: frozenset[LearnedHost] = frozenset()) -> list[Host]:
+    vlan = {s.name: s.vlan for s in net.segments}
+    out = [Host(v.mac, v.hypervisor, v.port, vlan[v.segment], str(v.ip)) for v in net.vms]
+    port_segment = {(h.name, lp.port): lp.segment
+                    for h in net.hypervisors for lp in h.learning_ports}
+    for lh in sorted(learned, key=lambda h: h.mac):
+        out.append(Host(lh.mac, lh.hypervisor, lh.port,
+                        vlan[port_segment[(lh.hypervisor, lh.port)]]))
+    return out
+
+
+def compile_network(net: Network, learned: frozenset[LearnedHost] = frozenset()
+                    ) -> dict[str, list[Flow]]:
+    """Hypervisor name -> its flow entries."""
+    all_hosts = hosts(net, learned)
+    learned_per_port = defaultdict(int)
+    for lh in learned:
+        learned_per_port[(lh.hypervisor, lh.port)] += 1
+    out = {}
+    for hv in net.hypervisors:
+        flows = (_ingress(net, hv, all_hosts, learned_per_port)
+                 + _destination(all_hosts)
+                 + _policy(net)
+                 + _forward(net, hv, all_hosts))
+        _check_unique(hv.name, flows)
+        out[hv.name] = flows
+    return out
+
+
+def _check_unique(hv_name: str, flows: list[Flow]) -> None:
+    seen = {}
+    for f in flows:
+        if f.key() in seen and seen[f.key()] != f:
+            raise AssertionError(f"{hv_name}: two entries share {f.key()}")
+        seen[f.key()] = f
+
+
+# -- table 0: which segment a frame belongs to, and may its port send it
+
+def _ingress(net: Network, hv: Hypervisor, all_hosts: list[Host],
+             learned_per_port: dict) -> list[Flow]:
+    flows = [flow(INGRESS, 0, "unknown-port")]
+    for h in all_hosts:
+        if h.hypervisor != hv.name:
+            continue
+        classify = dict(write_metadata=(metadata(h.vlan), SEGMENTS_MASK | FROM_UPLINK),
+                        goto=DESTINATION)
+        if h.ip is None:
+            # Learned host: its MAC is pinned to its port; its IP is not known.
+            flows.append(flow(INGRESS, 200, "learned-host", in_port=h.port,
+                              vlan_vid=OFPVID_NONE, eth_src=h.mac, kind=KIND_LEARNED,
+                              idle_timeout=net.options.learned_idle_timeout,
+                              **classify))
+            continue
+        flows.append(flow(INGRESS, 200, "vm-ipv4", in_port=h.port, vlan_vid=OFPVID_NONE,
+                          eth_src=h.mac, eth_type=ETH_TYPE_IP, ipv4_src=h.ip, **classify))
+        flows.append(flow(INGRESS, 200, "vm-arp", in_port=h.port, vlan_vid=OFPVID_NONE,
+                          eth_src=h.mac, eth_type=ETH_TYPE_ARP, arp_sha=h.mac,
+                          arp_spa=h.ip, **classify))
+        flows.append(flow(INGRESS, 100, "port-security", in_port=h.port))
+    for lp in hv.learning_ports:
+        if learned_per_port[(hv.name, lp.port)] >= lp.max_hosts:
+            flows.append(flow(INGRESS, 100, "learn-limit", in_port=lp.port))
+        else:
+            # A new source MAC: tell the controller (rate-limited), drop the frame.
+            flows.append(flow(INGRESS, 100, "learn", in_port=lp.port,
+                              vlan_vid=OFPVID_NONE, meter=CONTROLLER_METER,
+                              actions=[("controller", PACKET_IN_BYTES)]))
+            flows.append(flow(INGRESS, 90, "port-security", in_port=lp.port))
+    if hv.uplink_port is not None:
+        for seg in net.segments:
+            flows.append(flow(INGRESS, 200, "uplink", in_port=hv.uplink_port,
+                              vlan_vid=OFPVID_PRESENT | seg.vlan, actions=[("pop_vlan",)],
+                              write_metadata=(metadata(seg.vlan, uplink=True),
+                                              SEGMENTS_MASK | FROM_UPLINK),
+                              goto=DESTINATION))
+        flows.append(flow(INGRESS, 100, "uplink-unknown-vlan", in_port=hv.uplink_port))
+    for port, role in hv.special_ports().items():
+        if role != "uplink_port":
+            # Firewall and IDS ports send nothing into the switch in this mode.
+            flows.append(flow(INGRESS, 100, role.replace("_", "-"), in_port=port))
+    return flows
+
+
+# -- table 1: which segment the destination is in (0 = flood in own segment)
+
+def _destination(all_hosts: list[Host]) -> list[Flow]:
+    flows = [flow(DESTINATION, 0, "unknown-destination"),
+             # A tag still present here is the inner tag of a double-tagged frame.
+             flow(DESTINATION, 500, "double-tagged",
+                  vlan_vid=(OFPVID_PRESENT, OFPVID_PRESENT)),
+             flow(DESTINATION, 100, "flood", eth_dst=MULTICAST, goto=POLICY)]
+    for h in all_hosts:
+        flows.append(flow(DESTINATION, 200, "host", eth_dst=h.mac,
+                          write_metadata=(metadata(dst_vlan=h.vlan), DST_SEGMENT_MASK),
+                          goto=POLICY))
+    return flows
+
+
+# -- table 2: may this source segment reach that destination segment
+
+def _policy(net: Network) -> list[Flow]:
+    flows = [flow(POLICY, 0, "policy-deny"),
+             # Frames from the uplink were judged by the sender's hypervisor;
+             # they pass only inside the segment of their tag.
+             flow(POLICY, 250, "uplink-cross-segment",
+                  metadata=(FROM_UPLINK, FROM_UPLINK))]
+    for seg in net.segments:
+        for dst_vlan in (seg.vlan, 0):
+            flows.append(flow(POLICY, 300, "uplink-pass",
+                              metadata=(metadata(seg.vlan, dst_vlan, uplink=True),
+                                        SEGMENTS_MASK | FROM_UPLINK), goto=FORWARD))
+    for src in net.segments:
+        for dst in net.segments:
+            mode = net.policy.mode(src.name, dst.name)
+            targets = (dst.vlan, 0) if src is dst else (dst.vlan,)
+            for dst_vlan in targets:
+                flows.append(flow(POLICY, 200, f"policy-{mode}",
+                                  metadata=(metadata(src.vlan, dst_vlan),
+                                            SEGMENTS_MASK | FROM_UPLINK),
+                                  goto=FORWARD if mode == "allow" else None))
+    return flows
+
+
+# -- table 3: where the frame leaves
+
+def _forward(net: Network, hv: Hypervisor, all_hosts: list[Host]) -> list[Flow]:
+    flows = [flow(FORWARD, 0, "no-route")]
+    for h in all_hosts:
+        if h.hypervisor == hv.name:
+            flows.append(flow(FORWARD, 200, "deliver", eth_dst=h.mac,
+                              actions=[("output", h.port)]))
+        elif hv.uplink_port is not None:
+            flows.append(flow(FORWARD, 200, "to-uplink", eth_dst=h.mac,
+                              actions=_tagged_uplink(h.vlan, hv.uplink_port)))
+    local_ports = defaultdict(list)
+    remote_segments = set()
+    for h in all_hosts:
+        if h.hypervisor == hv.name:
+            local_ports[h.vlan].append(h.port)
+        else:
+            remote_segments.add(h.vlan)
+    for lp in hv.learning_ports:
+        local_ports[net.segment(lp.segment).vlan].append(lp.port)
+    for other in net.hypervisors:
+        if other is not hv:
+            remote_segments.update(net.segment(lp.segment).vlan for lp in other.learning_ports)
+    for seg in net.segments:
+        ports = sorted(set(local_ports[seg.vlan]))
+        local = [("output", p) for p in ports]
+        flows.append(flow(FORWARD, 150, "flood-from-uplink",
+                          metadata=(metadata(seg.vlan, 0, uplink=True),
+                                    SEGMENTS_MASK | FROM_UPLINK),
+                          actions=local))
+        out = list(local)
+        if hv.uplink_port is not None and seg.vlan in remote_segments:
+            out += _tagged_uplink(seg.vlan, hv.uplink_port)
+        flows.append(flow(FORWARD, 100, "flood", metadata=(metadata(seg.vlan, 0),
+                                                           SEGMENTS_MASK | FROM_UPLINK),
+                          actions=out))
+    return flows
+
+
+def _tagged_uplink(vlan: int, uplink: int) -> list[tuple]:
+    return [("push_vlan",), ("set_vlan", vlan), ("output", uplink)]

@@ -1,0 +1,351 @@
+"""The network file: parse, validate, and hold it as immutable objects.
+
+Pure Python, no Ryu. Every error names the file, the place in it (a dotted
+path such as ``vms.web1.segment``) and what is wrong, and is raised before
+anything is programmed.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+MODES = ("allow", "deny")          # policy modes this release compiles
+MAX_VLAN = 4094
+MAX_PORT = 0xFFFFFF00              # OpenFlow 1.3: real ports are below OFPP_MAX
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,14}$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+class NetworkFileError(ValueError):
+    """A network file that cannot be used; the message says where and why."""
+
+    def __init__(self, source: str, place: str, problem: str):
+        self.source, self.place, self.problem = source, place, problem
+        where = f"{source}: {place}" if place else source
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    vlan: int
+    subnet: ipaddress.IPv4Network | None = None
+
+
+@dataclass(frozen=True)
+class LearningPort:
+    """A VM port whose hosts are not in the file: MACs are learned, capped."""
+    port: int
+    segment: str
+    max_hosts: int
+
+
+@dataclass(frozen=True)
+class Hypervisor:
+    name: str
+    dpid: int
+    uplink_port: int | None
+    firewall_port: int | None = None
+    ids_port: int | None = None
+    learning_ports: tuple[LearningPort, ...] = ()
+
+    def special_ports(self) -> dict[int, str]:
+        """Infrastructure ports by number -> role."""
+        roles = {"uplink_port": self.uplink_port,
+                 "firewall_port": self.firewall_port,
+                 "ids_port": self.ids_port}
+        return {port: role for role, port in roles.items() if port is not None}
+
+
+@dataclass(frozen=True)
+class VM:
+    name: str
+    hypervisor: str
+    port: int
+    segment: str
+    mac: str
+    ip: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class Policy:
+    """intra: mode inside every segment unless overridden;
+    pairs: unordered segment pair -> mode (absent pairs are denied)."""
+    intra: str = "allow"
+    segments: tuple[tuple[str, str], ...] = ()           # (segment, mode)
+    pairs: tuple[tuple[frozenset, str], ...] = ()         # ({a, b}, mode)
+
+    def mode(self, src: str, dst: str) -> str:
+        if src == dst:
+            return dict(self.segments).get(src, self.intra)
+        return dict(self.pairs).get(frozenset((src, dst)), "deny")
+
+
+@dataclass(frozen=True)
+class Options:
+    packet_in_rate: int = 100          # packets/s the controller accepts
+    packet_in_burst: int = 50
+    max_hosts_per_port: int = 4        # default cap for learning ports
+    learned_idle_timeout: int = 300    # seconds before a silent learned MAC expires
+
+
+@dataclass(frozen=True)
+class Network:
+    source: str
+    segments: tuple[Segment, ...]
+    hypervisors: tuple[Hypervisor, ...]
+    vms: tuple[VM, ...]
+    policy: Policy = field(default_factory=Policy)
+    options: Options = field(default_factory=Options)
+
+    def segment(self, name: str) -> Segment:
+        return next(s for s in self.segments if s.name == name)
+
+    def hypervisor(self, name: str) -> Hypervisor:
+        return next(h for h in self.hypervisors if h.name == name)
+
+    def hypervisor_by_dpid(self, dpid: int) -> Hypervisor | None:
+        return next((h for h in self.hypervisors if h.dpid == dpid), None)
+
+    def vm(self, name: str) -> VM:
+        return next(v for v in self.vms if v.name == name)
+
+
+# ---------------------------------------------------------------- parsing
+
+def load(path: str) -> Network:
+    """Read and validate a network file; raises NetworkFileError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise NetworkFileError(path, "", f"cannot read: {e.strerror}") from None
+    return parse(text, source=path)
+
+
+def parse(text: str, source: str = "<string>") -> Network:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        place = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise NetworkFileError(source, place, f"YAML syntax error: {problem}") from None
+    return _Parser(source).network(doc)
+
+
+class _Parser:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, place: str, problem: str):
+        raise NetworkFileError(self.source, place, problem)
+
+    # -- typed field readers
+    def mapping(self, value: Any, place: str, required=(), optional=()) -> Mapping:
+        if not isinstance(value, dict):
+            self.fail(place, f"must be a mapping, got {type(value).__name__}")
+        for key in value:
+            if key not in required and key not in optional:
+                allowed = ", ".join(list(required) + list(optional))
+                self.fail(f"{place}.{key}" if place else str(key),
+                          f"unknown key (allowed: {allowed})")
+        for key in required:
+            if key not in value:
+                self.fail(place or "top level", f"missing required key '{key}'")
+        return value
+
+    def integer(self, value: Any, place: str, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(place, f"must be an integer, got {value!r}")
+        if not low <= value <= high:
+            self.fail(place, f"{value} is out of range {low}..{high}")
+        return value
+
+    def name(self, value: Any, place: str) -> str:
+        if not isinstance(value, str) or not NAME_RE.match(value):
+            self.fail(place, f"invalid name {value!r}: use a letter then up to 14 "
+                             "letters, digits or underscores")
+        return value
+
+    def names(self, section: Any, place: str) -> Mapping:
+        section = self.mapping(section if section is not None else {}, place,
+                               optional=list(section or {}) if isinstance(section, dict)
+                               else ())
+        for key in section:
+            self.name(key, f"{place}.{key}")
+        return section
+
+    # -- sections
+    def network(self, doc: Any) -> Network:
+        if doc is None:
+            self.fail("", "the file is empty")
+        doc = self.mapping(doc, "", required=("segments", "hypervisors", "vms"),
+                           optional=("policy", "options"))
+        options = self.options(doc.get("options") or {})
+        segments = self.segments(doc["segments"])
+        seg_names = {s.name for s in segments}
+        hypervisors = self.hypervisors(doc["hypervisors"], seg_names, options)
+        vms = self.vms(doc["vms"], segments, hypervisors)
+        policy = self.policy(doc.get("policy") or {}, seg_names)
+        return Network(self.source, segments, hypervisors, vms, policy, options)
+
+    def options(self, raw: Any) -> Options:
+        raw = self.mapping(raw, "options", optional=Options.__dataclass_fields__)
+        values = {key: self.integer(raw[key], f"options.{key}", 1, 1_000_000)
+                  for key in raw}
+        return Options(**values)
+
+    def segments(self, raw: Any) -> tuple[Segment, ...]:
+        raw = self.names(raw, "segments")
+        if not raw:
+            self.fail("segments", "at least one segment is needed")
+        out, by_vlan = [], {}
+        for name, body in raw.items():
+            place = f"segments.{name}"
+            body = self.mapping(body, place, required=("vlan",), optional=("subnet",))
+            vlan = self.integer(body["vlan"], f"{place}.vlan", 1, MAX_VLAN)
+            if vlan in by_vlan:
+                self.fail(f"{place}.vlan", f"VLAN {vlan} is already used by segment "
+                                           f"'{by_vlan[vlan]}'")
+            by_vlan[vlan] = name
+            subnet = None
+            if "subnet" in body:
+                try:
+                    subnet = ipaddress.IPv4Network(str(body["subnet"]))
+                except ValueError as e:
+                    self.fail(f"{place}.subnet", f"not an IPv4 network: {e}")
+            out.append(Segment(name, vlan, subnet))
+        return tuple(out)
+
+    def hypervisors(self, raw: Any, seg_names: set, options: Options):
+        raw = self.names(raw, "hypervisors")
+        if not raw:
+            self.fail("hypervisors", "at least one hypervisor is needed")
+        out, by_dpid = [], {}
+        for name, body in raw.items():
+            place = f"hypervisors.{name}"
+            body = self.mapping(body, place, required=("dpid",),
+                                optional=("uplink_port", "firewall_port", "ids_port",
+                                          "learning_ports"))
+            dpid = body["dpid"]
+            if isinstance(dpid, str):
+                try:
+                    dpid = int(dpid.replace(":", ""), 16)
+                except ValueError:
+                    self.fail(f"{place}.dpid", f"not a datapath id: {dpid!r}")
+            dpid = self.integer(dpid, f"{place}.dpid", 1, 2**64 - 1)
+            if dpid in by_dpid:
+                self.fail(f"{place}.dpid", f"datapath id {dpid} is already used by "
+                                           f"hypervisor '{by_dpid[dpid]}'")
+            by_dpid[dpid] = name
+            ports = {}
+            for role in ("uplink_port", "firewall_port", "ids_port"):
+                if body.get(role) is not None:
+                    port = self.integer(body[role], f"{place}.{role}", 1, MAX_PORT)
+                    if port in ports:
+                        self.fail(f"{place}.{role}", f"port {port} is already the "
+                                                     f"{ports[port]}")
+                    ports[port] = role
+            learning = []
+            for i, lp in enumerate(body.get("learning_ports") or []):
+                lplace = f"{place}.learning_ports[{i}]"
+                lp = self.mapping(lp, lplace, required=("port", "segment"),
+                                  optional=("max_hosts",))
+                port = self.integer(lp["port"], f"{lplace}.port", 1, MAX_PORT)
+                if port in ports:
+                    self.fail(f"{lplace}.port", f"port {port} is already the {ports[port]}")
+                ports[port] = "learning port"
+                if lp["segment"] not in seg_names:
+                    self.fail(f"{lplace}.segment", f"unknown segment {lp['segment']!r}")
+                cap = self.integer(lp.get("max_hosts", options.max_hosts_per_port),
+                                   f"{lplace}.max_hosts", 1, 4096)
+                learning.append(LearningPort(port, lp["segment"], cap))
+            out.append(Hypervisor(name, dpid, body.get("uplink_port"),
+                                  body.get("firewall_port"), body.get("ids_port"),
+                                  tuple(learning)))
+        return tuple(out)
+
+    def vms(self, raw: Any, segments, hypervisors) -> tuple[VM, ...]:
+        raw = self.names(raw, "vms")
+        segs = {s.name: s for s in segments}
+        hvs = {h.name: h for h in hypervisors}
+        taken_ports = {(h.name, p): role for h in hypervisors
+                       for p, role in h.special_ports().items()}
+        taken_ports.update({(h.name, lp.port): "a learning port"
+                            for h in hypervisors for lp in h.learning_ports})
+        by_mac, by_ip, out = {}, {}, []
+        for name, body in raw.items():
+            place = f"vms.{name}"
+            body = self.mapping(body, place,
+                                required=("hypervisor", "port", "segment", "mac", "ip"))
+            hv = body["hypervisor"]
+            if hv not in hvs:
+                self.fail(f"{place}.hypervisor", f"unknown hypervisor {hv!r}")
+            if body["segment"] not in segs:
+                self.fail(f"{place}.segment", f"unknown segment {body['segment']!r}")
+            port = self.integer(body["port"], f"{place}.port", 1, MAX_PORT)
+            if (hv, port) in taken_ports:
+                self.fail(f"{place}.port", f"port {port} on {hv} is already "
+                                           f"{taken_ports[(hv, port)]}")
+            taken_ports[(hv, port)] = f"used by VM '{name}'"
+            mac = str(body["mac"]).lower()
+            if not MAC_RE.match(mac):
+                self.fail(f"{place}.mac", f"not a MAC address: {body['mac']!r}")
+            if int(mac[:2], 16) & 1:
+                self.fail(f"{place}.mac", f"{mac} is a multicast address")
+            if mac == "00:00:00:00:00:00":
+                self.fail(f"{place}.mac", "the all-zero MAC is not a host address")
+            if mac in by_mac:
+                self.fail(f"{place}.mac", f"{mac} is already used by VM '{by_mac[mac]}'")
+            by_mac[mac] = name
+            try:
+                ip = ipaddress.IPv4Address(str(body["ip"]))
+            except ValueError:
+                self.fail(f"{place}.ip", f"not an IPv4 address: {body['ip']!r}")
+            if ip.is_multicast or ip.is_unspecified or ip == ipaddress.IPv4Address(
+                    "255.255.255.255"):
+                self.fail(f"{place}.ip", f"{ip} is not a host address")
+            if ip in by_ip:
+                self.fail(f"{place}.ip", f"{ip} is already used by VM '{by_ip[ip]}'")
+            by_ip[ip] = name
+            subnet = segs[body["segment"]].subnet
+            if subnet is not None and ip not in subnet:
+                self.fail(f"{place}.ip", f"{ip} is outside segment "
+                                         f"'{body['segment']}' subnet {subnet}")
+            out.append(VM(name, hv, port, body["segment"], mac, ip))
+        return tuple(out)
+
+    def policy(self, raw: Any, seg_names: set) -> Policy:
+        raw = self.mapping(raw, "policy", optional=("intra_segment", "segments", "pairs"))
+        intra = self.mode(raw.get("intra_segment", "allow"), "policy.intra_segment")
+        per_segment = []
+        for name, mode in (self.mapping(raw.get("segments") or {}, "policy.segments",
+                                        optional=seg_names)).items():
+            per_segment.append((name, self.mode(mode, f"policy.segments.{name}")))
+        pairs, seen = [], set()
+        for i, rule in enumerate(raw.get("pairs") or []):
+            place = f"policy.pairs[{i}]"
+            rule = self.mapping(rule, place, required=("segments", "mode"))
+            pair = rule["segments"]
+            if (not isinstance(pair, list) or len(pair) != 2
+                    or len(set(map(str, pair))) != 2):
+                self.fail(f"{place}.segments", "must list two different segments")
+            for seg in pair:
+                if seg not in seg_names:
+                    self.fail(f"{place}.segments", f"unknown segment {seg!r}")
+            key = frozenset(pair)
+            if key in seen:
+                self.fail(f"{place}.segments", f"pair {pair} is already given a mode")
+            seen.add(key)
+            pairs.append((key, self.mode(rule["mode"], f"{place}.mode")))
+        return Policy(intra, tuple(per_segment), tuple(pairs))
+
+    def mode(self, value: Any, place: str) -> str:
+        if value not in MODES:
+            self.fail(place, f"invalid mode {value!r} (one of: {', '.join(MODES)})")
+        return value

@@ -1,0 +1,82 @@
+"""pipeline.Flow <-> OpenFlow 1.3 messages, for one Ryu datapath.
+
+Only message building lives here; sending and event handling are in apps/.
+The datapath's own ofproto/parser modules are used, so this module has no
+Ryu import and stays importable by pure tests.
+"""
+from __future__ import annotations
+
+from .pipeline import CONTROLLER_METER, KIND_LEARNED, Flow
+
+ETH_TYPE_8021Q = 0x8100
+
+
+def actions(dp, flow: Flow) -> list:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    out = []
+    for action in flow.actions:
+        name, args = action[0], action[1:]
+        if name == "output":
+            out.append(parser.OFPActionOutput(args[0]))
+        elif name == "controller":
+            out.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, args[0]))
+        elif name == "push_vlan":
+            out.append(parser.OFPActionPushVlan(ETH_TYPE_8021Q))
+        elif name == "set_vlan":
+            out.append(parser.OFPActionSetField(vlan_vid=ofp.OFPVID_PRESENT | args[0]))
+        elif name == "pop_vlan":
+            out.append(parser.OFPActionPopVlan())
+        else:
+            raise ValueError(f"unknown action {action!r}")
+    return out
+
+
+def flow_add(dp, flow: Flow):
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    inst = []
+    if flow.meter is not None:
+        inst.append(parser.OFPInstructionMeter(flow.meter))
+    if flow.actions:
+        inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions(dp, flow)))
+    if flow.write_metadata is not None:
+        inst.append(parser.OFPInstructionWriteMetadata(*flow.write_metadata))
+    if flow.goto is not None:
+        inst.append(parser.OFPInstructionGotoTable(flow.goto))
+    # Learned hosts expire when silent; the controller is told so it can forget them.
+    flags = ofp.OFPFF_SEND_FLOW_REM if flow.kind == KIND_LEARNED else 0
+    return parser.OFPFlowMod(dp, cookie=flow.cookie, table_id=flow.table,
+                             command=ofp.OFPFC_ADD, idle_timeout=flow.idle_timeout,
+                             priority=flow.priority, flags=flags,
+                             match=parser.OFPMatch(**dict(flow.match)), instructions=inst)
+
+
+def flow_delete(dp, cookie: int):
+    """Delete exactly the entry that carries this cookie, in any table."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowMod(dp, cookie=cookie, cookie_mask=0xFFFFFFFFFFFFFFFF,
+                             table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
+                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+                             match=parser.OFPMatch())
+
+
+def bundle(dp, bundle_id: int, messages: list) -> list:
+    """Wrap messages in an atomic ONF bundle: open, add..., commit."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+    return ([parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, [])]
+            + [parser.ONFBundleAddMsg(dp, bundle_id, flags, m, []) for m in messages]
+            + [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])])
+
+
+def controller_meter(dp, rate: int, burst: int, command: int):
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    band = parser.OFPMeterBandDrop(rate=rate, burst_size=burst)
+    return parser.OFPMeterMod(dp, command=command,
+                              flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS,
+                              meter_id=CONTROLLER_METER, bands=[band])
+
+
+def our_flows_request(dp, cookie: int, cookie_mask: int):
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                      cookie, cookie_mask, parser.OFPMatch())

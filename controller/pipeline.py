@@ -1,0 +1,120 @@
+"""The OpenFlow 1.3 pipeline, declared once, and the flow entries it holds.
+
+A Flow is a canonical, hashable description of one flow entry; the compiler
+makes them, the Ryu glue turns them into flow-mods, and the table simulator
+in tests executes them. Every Flow is checked against its table's
+declaration when it is built, so a wrong match fails here, not in OVS.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+# Tables, in packet order.
+INGRESS, DESTINATION, POLICY, FORWARD = 0, 1, 2, 3
+TABLE_NAMES = {INGRESS: "ingress", DESTINATION: "destination",
+               POLICY: "policy", FORWARD: "forward"}
+
+# What each table may match and where it may continue.
+TABLE_MATCHES = {
+    INGRESS: {"in_port", "vlan_vid", "eth_src", "eth_type", "ipv4_src",
+              "arp_sha", "arp_spa"},
+    DESTINATION: {"vlan_vid", "eth_dst"},
+    POLICY: {"metadata"},
+    FORWARD: {"metadata", "eth_dst"},
+}
+TABLE_NEXT = {INGRESS: {DESTINATION}, DESTINATION: {POLICY}, POLICY: {FORWARD},
+              FORWARD: set()}
+
+# Metadata carries the packet's classification between tables.
+SRC_SEGMENT_SHIFT, SRC_SEGMENT_MASK = 0, 0xFFF           # VLAN of sender's segment
+DST_SEGMENT_SHIFT, DST_SEGMENT_MASK = 12, 0xFFF << 12    # VLAN of receiver's; 0 = flood
+FROM_UPLINK = 1 << 24                                    # policy already applied upstream
+SEGMENTS_MASK = SRC_SEGMENT_MASK | DST_SEGMENT_MASK
+
+OFPVID_PRESENT = 0x1000
+OFPVID_NONE = 0x0000
+ETH_TYPE_IP, ETH_TYPE_ARP = 0x0800, 0x0806
+MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")   # eth_dst value/mask
+
+# Cookies: every flow the controller owns carries COOKIE_TAG in its top 16
+# bits; 8 bits say what kind of flow it is; 40 bits are a digest of the flow,
+# so a flow's cookie names it and reconciliation can diff by cookie alone.
+COOKIE_TAG = 0x5EC0 << 48
+COOKIE_TAG_MASK = 0xFFFF << 48
+KIND_SHIFT = 40
+KIND_MASK = 0xFF << KIND_SHIFT
+KIND_STATIC = 1        # compiled from the network file and policy
+KIND_LEARNED = 2       # a learned host's ingress entry (adopted back on restart)
+CONTROLLER_METER = 1   # rate-limits everything sent to the controller
+
+
+def metadata(src_vlan: int = 0, dst_vlan: int = 0, uplink: bool = False):
+    return (src_vlan << SRC_SEGMENT_SHIFT) | (dst_vlan << DST_SEGMENT_SHIFT) \
+        | (FROM_UPLINK if uplink else 0)
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One flow entry.
+
+    match:   sorted ((field, value) | (field, (value, mask))) pairs
+    actions: apply-actions in order: ("output", port) ("push_vlan",)
+             ("set_vlan", vid) ("pop_vlan",) ("controller", max_len)
+    An entry with no actions and no goto drops the packet. `reason` names
+    what the entry is for (drop counters are reported by it); it is not part
+    of the entry's identity.
+    """
+    table: int
+    priority: int
+    match: tuple
+    actions: tuple = ()
+    write_metadata: tuple | None = None       # (value, mask)
+    goto: int | None = None
+    meter: int | None = None
+    idle_timeout: int = 0
+    kind: int = KIND_STATIC
+    reason: str = ""
+
+    def __post_init__(self):
+        fields = [f for f, _ in self.match]
+        unknown = set(fields) - TABLE_MATCHES[self.table]
+        if unknown:
+            raise ValueError(f"table {TABLE_NAMES[self.table]} cannot match {unknown}")
+        if fields != sorted(fields) or len(set(fields)) != len(fields):
+            raise ValueError(f"match must be sorted and unique: {fields}")
+        if self.goto is not None and self.goto not in TABLE_NEXT[self.table]:
+            raise ValueError(f"table {self.table} cannot go to {self.goto}")
+
+    @property
+    def is_drop(self) -> bool:
+        return not self.actions and self.goto is None
+
+    @property
+    def cookie(self) -> int:
+        identity = repr((self.table, self.priority, self.match, self.actions,
+                         self.write_metadata, self.goto, self.meter,
+                         self.idle_timeout)).encode()
+        digest = int.from_bytes(hashlib.blake2b(identity, digest_size=5).digest(), "big")
+        return COOKIE_TAG | (self.kind << KIND_SHIFT) | digest
+
+    def key(self) -> tuple:
+        """What OpenFlow uses to tell entries apart: two flows with the same
+        key cannot both be installed."""
+        return (self.table, self.priority, self.match)
+
+
+def flow(table: int, priority: int, reason: str = "", **kw: Any) -> Flow:
+    """Build a Flow from keyword matches: flow(INGRESS, 100, in_port=3)."""
+    options = {k: kw.pop(k) for k in ("actions", "write_metadata", "goto", "meter",
+                                      "idle_timeout", "kind") if k in kw}
+    options["actions"] = tuple(options.get("actions", ()))
+    return Flow(table, priority, tuple(sorted(kw.items())), reason=reason, **options)
+
+
+def cookie_kind(cookie: int) -> int | None:
+    """The kind of one of our cookies, or None if the flow is not ours."""
+    if cookie & COOKIE_TAG_MASK != COOKIE_TAG:
+        return None
+    return (cookie & KIND_MASK) >> KIND_SHIFT

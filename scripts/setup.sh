@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine, as root: Debian packages,
+# Open vSwitch running, and a virtual environment (.venv) that also sees
+# Debian's mininet. Safe to run again; it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(openvswitch-switch mininet iputils-ping iperf3 tcpdump ethtool
+              nftables dsniff iproute2 procps psmisc)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The kernel here has no OVS module; ovs-ctl still starts ovsdb-server and
+# ovs-vswitchd, and bridges use the userspace (netdev) datapath.
+if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
+    echo "setup: starting Open vSwitch"
+    /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null 2>&1 || true
+    ovs-vsctl --timeout=10 show >/dev/null
+fi
+
+# Debian's mininet is built for the system Python, so the venv must be made
+# from it and see its site-packages.
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: installing Python requirements"
+    # Ryu 4.34's setup.py needs an old setuptools and no build isolation.
+    .venv/bin/pip install -q 'setuptools<67' wheel
+    .venv/bin/pip install -q --no-build-isolation -r requirements.txt
+    echo "$want" > "$stamp"
+fi
