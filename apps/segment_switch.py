@@ -65,6 +65,7 @@ class SegmentSwitch(app_manager.RyuApp):
         self.learned: frozenset[LearnedHost] = frozenset()
         self.switches: dict[int, SwitchState] = {}
         self.refused_learns: dict[str, int] = {}
+        self.packet_ins = 0
         self._bundle_ids = itertools.count(1)
         kwargs["wsgi"].register(RestApi, {"switch_app": self})
         self.logger.info("network file %s: %d segments, %d hypervisors, %d VMs",
@@ -224,6 +225,7 @@ class SegmentSwitch(app_manager.RyuApp):
         # Only our learning entries send packets here; ignore anything else.
         if state is None or cookie_kind(msg.cookie) != KIND_STATIC or msg.table_id != INGRESS:
             return
+        self.packet_ins += 1
         eth = packet.Packet(msg.data).get_protocol(ethernet.ethernet)
         if eth is None:
             return
@@ -275,4 +277,5 @@ class SegmentSwitch(app_manager.RyuApp):
                 "datapaths": datapaths,
                 "learned_hosts": [vars(h) for h in sorted(self.learned,
                                                           key=lambda h: h.mac)],
-                "refused_learns": dict(self.refused_learns)}
+                "refused_learns": dict(self.refused_learns),
+                "packet_ins": self.packet_ins}

@@ -1,0 +1,117 @@
+"""Measurements inside a running lab, with real tools; shared by tests and demo.
+
+Each probe runs a real program in a Mininet host's namespace (ping, tcpdump,
+macof, arpspoof, scapy) and returns numbers, never a verdict.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def intf(host) -> str:
+    return host.defaultIntf().name
+
+
+def ping(src, dst_ip: str, count: int = 3, interval: float = 0.2,
+         timeout: float = 1.0) -> tuple[int, int]:
+    """(sent, received) for `count` echo requests."""
+    out = src.cmd(f"ping -n -c {count} -i {interval} -W {timeout} {dst_ip}")
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    return (int(m.group(1)), int(m.group(2))) if m else (count, 0)
+
+
+def reaches(src, dst_ip: str) -> bool:
+    """True if any of two pings is answered (one may be spent on ARP)."""
+    return ping(src, dst_ip, count=2, interval=0.2, timeout=1)[1] > 0
+
+
+class Capture:
+    """tcpdump on a host's interface; count() reads the finished capture."""
+
+    def __init__(self, host, bpf: str = "", interface: str | None = None):
+        self.host, self.bpf = host, bpf
+        self.interface = interface or intf(host)
+        fd, self.path = tempfile.mkstemp(prefix=f"cap-{host.name}-", suffix=".pcap")
+        os.close(fd)
+        self.proc = None
+
+    def start(self) -> "Capture":
+        # -U: write each packet at once, so SIGINT leaves a complete file.
+        self.proc = self.host.popen(["tcpdump", "-n", "-U", "-i", self.interface,
+                                     "-w", self.path] + ([self.bpf] if self.bpf else []),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_listening(self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            time.sleep(0.5)          # frames still in flight
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def packets(self, bpf: str = "") -> list[str]:
+        """The captured packets as tcpdump -e lines, optionally filtered again."""
+        out = subprocess.run(["tcpdump", "-n", "-e", "-r", self.path]
+                             + ([bpf] if bpf else []),
+                             capture_output=True, text=True).stdout
+        return [line for line in out.splitlines() if line.strip()]
+
+    def count(self, bpf: str = "") -> int:
+        return len(self.packets(bpf))
+
+    def close(self) -> None:
+        self.stop()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+def _wait_listening(proc, limit: float = 5.0) -> None:
+    """tcpdump prints 'listening on' once its socket is open."""
+    deadline = time.time() + limit
+    line = b""
+    os.set_blocking(proc.stderr.fileno(), False)
+    while time.time() < deadline and b"listening on" not in line:
+        chunk = proc.stderr.read() or b""
+        line += chunk
+        time.sleep(0.05)
+    time.sleep(0.3)
+
+
+@contextmanager
+def capture(host, bpf: str = "", interface: str | None = None):
+    cap = Capture(host, bpf, interface).start()
+    try:
+        yield cap
+    finally:
+        cap.stop()
+
+
+def flood_macs(host, seconds: int):
+    """Start macof (random source MACs) on a host, bounded by `timeout`."""
+    return host.popen(["timeout", "-s", "INT", str(seconds), "macof", "-i", intf(host)],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def craft(host, kind: str, count: int = 5, **fields) -> str:
+    """Send hand-made frames from a host with scapy (topologies/craft.py)."""
+    args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in fields.items())
+    return host.cmd(f"{sys.executable} {REPO}/topologies/craft.py {kind} "
+                    f"--iface {intf(host)} --count {count} {args}")
+
+
+def neighbour_mac(host, ip: str) -> str | None:
+    m = re.search(r"lladdr ([0-9a-f:]{17})", host.cmd(f"ip neigh show {ip}"))
+    return m.group(1) if m else None
