@@ -23,6 +23,7 @@ from ryu.base import app_manager  # noqa: E402
 from ryu.controller import ofp_event  # noqa: E402
 from ryu.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER,  # noqa: E402
                                     MAIN_DISPATCHER, set_ev_cls)
+from ryu.lib import hub  # noqa: E402
 from ryu.lib.packet import ethernet, packet  # noqa: E402
 from ryu.ofproto import ofproto_v1_3  # noqa: E402
 
@@ -36,6 +37,11 @@ from controller.reconcile import plan  # noqa: E402
 from apps.rest_api import RestApi  # noqa: E402
 
 MAX_RESYNCS = 3   # re-reads of a switch after failed commits before giving up
+LEARN_BATCH_SECONDS = 0.05   # learns arriving together are compiled and sent once
+# After a (re)start, wait this long for every hypervisor to connect before
+# changing any: a host learned on one switch is still programmed on the
+# others, and must be adopted from its own switch before it is judged stale.
+STARTUP_GRACE_SECONDS = 5.0
 
 
 @dataclass
@@ -48,6 +54,7 @@ class SwitchState:
     pending: dict = field(default_factory=dict)   # barrier xid -> message xids
     failed_xids: set = field(default_factory=set)
     resyncs: int = 0
+    read_once: bool = False
     synced: bool = False
     last_sync: float | None = None
 
@@ -67,6 +74,10 @@ class SegmentSwitch(app_manager.RyuApp):
         self.refused_learns: dict[str, int] = {}
         self.packet_ins = 0
         self._bundle_ids = itertools.count(1)
+        self._sync_scheduled = False
+        self._held_frames = []   # (datapath, in_port, frame) to re-inject after a sync
+        self._starting = True
+        hub.spawn_after(STARTUP_GRACE_SECONDS, self._end_startup)
         kwargs["wsgi"].register(RestApi, {"switch_app": self})
         self.logger.info("network file %s: %d segments, %d hypervisors, %d VMs",
                          path, len(self.network.segments), len(self.network.hypervisors),
@@ -135,10 +146,21 @@ class SegmentSwitch(app_manager.RyuApp):
             return
         entries, state.reading = state.reading, None
         state.installed = {e.cookie for e in entries}
-        if self._adopt_learned(state.hv, entries):
+        state.read_once = True
+        adopted = self._adopt_learned(state.hv, entries)
+        if self._starting:
+            if all(s.read_once for s in self.switches.values()) and \
+                    len(self.switches) == len(self.network.hypervisors):
+                self._end_startup()
+        elif adopted:
             self._sync_all()
         else:
             self._sync(state)
+
+    def _end_startup(self) -> None:
+        if self._starting:
+            self._starting = False
+            self._sync_all()
 
     def _adopt_learned(self, hv: Hypervisor, entries) -> bool:
         """Take back hosts learned before a restart, as the switch still holds them."""
@@ -159,8 +181,10 @@ class SegmentSwitch(app_manager.RyuApp):
         return bool(adopted)
 
     def _sync_all(self) -> None:
+        if self._starting:
+            return          # _end_startup syncs everything
         for state in self.switches.values():
-            if state.reading is None:
+            if state.reading is None and state.read_once:
                 self._sync(state)
 
     def _sync(self, state: SwitchState) -> None:
@@ -231,6 +255,11 @@ class SegmentSwitch(app_manager.RyuApp):
             return
         port, mac = msg.match["in_port"], eth.src.lower()
         refusal = learning.decide(self.network, self.learned, state.hv.name, port, mac)
+        if refusal == "already-learned":
+            # Sent before the host's entry was committed: deliver it after.
+            self._held_frames.append((msg.datapath, port, msg.data))
+            self._schedule_sync()
+            return
         if refusal is not None:
             self.refused_learns[refusal] = self.refused_learns.get(refusal, 0) + 1
             self.logger.warning("%s port %d: not learning %s (%s)",
@@ -238,12 +267,8 @@ class SegmentSwitch(app_manager.RyuApp):
             return
         self.learned |= {LearnedHost(mac, state.hv.name, port)}
         self.logger.info("%s port %d: learned %s", state.hv.name, port, mac)
-        self._sync_all()
-        # Re-inject the frame so the host's first packet is not lost.
-        dp = msg.datapath
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        dp.send_msg(parser.OFPPacketOut(dp, ofp.OFP_NO_BUFFER, port,
-                                        [parser.OFPActionOutput(ofp.OFPP_TABLE)], msg.data))
+        self._held_frames.append((msg.datapath, port, msg.data))
+        self._schedule_sync()
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     def flow_removed(self, ev):
@@ -258,7 +283,28 @@ class SegmentSwitch(app_manager.RyuApp):
             self.learned -= gone
             self.logger.info("%s port %d: %s expired", state.hv.name, port, mac)
             state.installed.discard(msg.cookie)
+            self._schedule_sync()
+
+    def _schedule_sync(self) -> None:
+        """Coalesce a burst of learning events into one sync of every switch."""
+        if self._sync_scheduled:
+            return
+        self._sync_scheduled = True
+
+        def run():
+            hub.sleep(LEARN_BATCH_SECONDS)
+            self._sync_scheduled = False
             self._sync_all()
+            # The learning frames go back through the pipeline once the new
+            # entries are committed (a switch handles messages in order), so
+            # a host's first packet is not lost.
+            held, self._held_frames = self._held_frames, []
+            for dp, port, data in held:
+                ofp, parser = dp.ofproto, dp.ofproto_parser
+                dp.send_msg(parser.OFPPacketOut(dp, ofp.OFP_NO_BUFFER, port,
+                                                [parser.OFPActionOutput(ofp.OFPP_TABLE)],
+                                                data))
+        hub.spawn(run)
 
     # -------------------------------------------------------------- status
 

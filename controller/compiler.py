@@ -14,7 +14,7 @@ from .model import Hypervisor, Network
 from .pipeline import (CONTROLLER_METER, DESTINATION, DST_SEGMENT_MASK,
                        ETH_TYPE_ARP, ETH_TYPE_IP, FORWARD, FROM_UPLINK, INGRESS,
                        KIND_LEARNED, MULTICAST, OFPVID_NONE, OFPVID_PRESENT, POLICY,
-                       SEGMENTS_MASK, Flow, flow, metadata)
+                       SEGMENTS_MASK, VLAN_TPIDS, Flow, flow, metadata)
 
 PACKET_IN_BYTES = 0xFFFF       # OFPCML_NO_BUFFER: the whole frame, so it can be re-injected
 
@@ -124,10 +124,14 @@ def _ingress(net: Network, hv: Hypervisor, all_hosts: list[Host],
 
 def _destination(all_hosts: list[Host]) -> list[Flow]:
     flows = [flow(DESTINATION, 0, "unknown-destination"),
-             # A tag still present here is the inner tag of a double-tagged frame.
+             # A tag still present here is the inner tag of a double-tagged
+             # frame whose outer tag the uplink popped. OVS parses one tag
+             # by default (vlan-limit=1) and then shows the inner one only as
+             # the EtherType, so both forms are dropped.
              flow(DESTINATION, 500, "double-tagged",
                   vlan_vid=(OFPVID_PRESENT, OFPVID_PRESENT)),
              flow(DESTINATION, 100, "flood", eth_dst=MULTICAST, goto=POLICY)]
+    flows += [flow(DESTINATION, 500, "double-tagged", eth_type=tpid) for tpid in VLAN_TPIDS]
     for h in all_hosts:
         flows.append(flow(DESTINATION, 200, "host", eth_dst=h.mac,
                           write_metadata=(metadata(dst_vlan=h.vlan), DST_SEGMENT_MASK),

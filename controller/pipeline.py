@@ -20,7 +20,7 @@ TABLE_NAMES = {INGRESS: "ingress", DESTINATION: "destination",
 TABLE_MATCHES = {
     INGRESS: {"in_port", "vlan_vid", "eth_src", "eth_type", "ipv4_src",
               "arp_sha", "arp_spa"},
-    DESTINATION: {"vlan_vid", "eth_dst"},
+    DESTINATION: {"vlan_vid", "eth_type", "eth_dst"},
     POLICY: {"metadata"},
     FORWARD: {"metadata", "eth_dst"},
 }
@@ -36,6 +36,8 @@ SEGMENTS_MASK = SRC_SEGMENT_MASK | DST_SEGMENT_MASK
 OFPVID_PRESENT = 0x1000
 OFPVID_NONE = 0x0000
 ETH_TYPE_IP, ETH_TYPE_ARP = 0x0800, 0x0806
+# VLAN TPIDs: 802.1Q, 802.1ad (QinQ), and the pre-standard QinQ one.
+VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
 MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")   # eth_dst value/mask
 
 # Cookies: every flow the controller owns carries COOKIE_TAG in its top 16

@@ -35,7 +35,11 @@ def reaches(src, dst_ip: str) -> bool:
 
 
 class Capture:
-    """tcpdump on a host's interface; count() reads the finished capture."""
+    """tcpdump of what a host's interface receives; count() reads the capture.
+
+    Only inbound frames are kept (-Q in): what a host sends is not evidence
+    of what the switch delivered to it.
+    """
 
     def __init__(self, host, bpf: str = "", interface: str | None = None):
         self.host, self.bpf = host, bpf
@@ -46,7 +50,7 @@ class Capture:
 
     def start(self) -> "Capture":
         # -U: write each packet at once, so SIGINT leaves a complete file.
-        self.proc = self.host.popen(["tcpdump", "-n", "-U", "-i", self.interface,
+        self.proc = self.host.popen(["tcpdump", "-n", "-U", "--immediate-mode", "-Q", "in", "-i", self.interface,
                                      "-w", self.path] + ([self.bpf] if self.bpf else []),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _wait_listening(self.proc)
@@ -115,3 +119,26 @@ def craft(host, kind: str, count: int = 5, **fields) -> str:
 def neighbour_mac(host, ip: str) -> str | None:
     m = re.search(r"lladdr ([0-9a-f:]{17})", host.cmd(f"ip neigh show {ip}"))
     return m.group(1) if m else None
+
+
+def reachability(sources: dict, targets: dict[str, str]) -> dict[tuple[str, str], bool]:
+    """Ping every target IP from every source host, all at once.
+
+    sources: name -> Mininet host; targets: name -> IP. Returns
+    (source, target) -> answered. Two echo requests each: one may be spent
+    while ARP resolves.
+    """
+    script = " ".join(
+        f"(ping -n -c 2 -i 0.2 -W 1 {ip} >/dev/null 2>&1 && echo OK {name} || "
+        f"echo NO {name}) &" for name, ip in targets.items())
+    procs = {name: host.popen(["bash", "-c", script + " wait"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+             for name, host in sources.items()}
+    result = {}
+    for src, proc in procs.items():
+        out, _ = proc.communicate(timeout=30)
+        for line in out.splitlines():
+            verdict, dst = line.split()
+            if dst != src:
+                result[(src, dst)] = verdict == "OK"
+    return result

@@ -1,0 +1,46 @@
+"""Fixtures for tests on real Open vSwitch + Mininet + the controller process."""
+import os
+import subprocess
+
+import pytest
+
+from topologies.lab import Lab
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLE = os.path.join(REPO, "examples", "consolidated.yaml")
+NETWORKS = os.path.join(REPO, "tests", "networks")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _root_and_ovs():
+    # Not a skip: a machine that cannot run the lab fails the suite.
+    assert os.geteuid() == 0, "integration tests need root (Mininet, OVS)"
+    subprocess.run(["ovs-vsctl", "--timeout=5", "show"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """The bundled example under the controller, shared by a test module."""
+    with Lab(EXAMPLE) as running:
+        yield running
+
+
+def dump_flows(bridge: str) -> list[str]:
+    out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge],
+                         capture_output=True, text=True, check=True).stdout
+    return [line.strip() for line in out.splitlines() if "cookie=" in line]
+
+
+def flow_packets(bridge: str, needle: str) -> int:
+    """Packets counted by the entries whose text contains `needle`."""
+    total = 0
+    for line in dump_flows(bridge):
+        if needle in line:
+            total += int(line.split("n_packets=")[1].split(",")[0])
+    return total

@@ -1,0 +1,555 @@
+"""A Mininet lab built from a network file, with the controller around it.
+
+    with Lab("examples/consolidated.yaml") as lab:
+        print(lab.host("web1").cmd("ping -c1", lab.host("web3").IP()))
+
+What a lab holds (node names as in the file):
+  - one OVS bridge per hypervisor: userspace datapath, OpenFlow 1.3, fail
+    mode secure, dpid from the file, connected to the controller;
+  - one host per VM on its declared OpenFlow port, with its MAC and IP;
+  - per hypervisor: a host `<hv>l<port>` on each learning port (random MAC,
+    IP 10.255.n.m/8), `<hv>fw` on the firewall port, `<hv>ids` on the IDS
+    port (these two have no IP);
+  - a `core` bridge, the physical network: a plain learning switch with no
+    controller, joining every hypervisor's uplink port.
+Interface names: `<host>-eth0` inside a host, `<hv>-p<port>` on a hypervisor
+bridge (<port> is the OpenFlow port number), `core-p<n>` on the core.
+
+By hand: `python -m topologies.lab FILE` brings a lab up and opens Mininet's
+CLI.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+
+from mininet.log import setLogLevel, warn
+from mininet.net import Mininet
+from mininet.node import OVSBridge, OVSSwitch, RemoteController
+
+from controller import model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORE = "core"
+IFNAMSIZ = 15                                        # Linux: 15 chars + NUL
+SPARE_NET = ipaddress.IPv4Network("10.255.0.0/16")   # learning-port hosts
+DEFAULT_PREFIX = 8                                   # segments without a subnet
+SWITCH_MODES = ("normal", "hub")
+
+
+class LabError(RuntimeError):
+    """The lab could not be brought up (the message says why)."""
+
+
+# ------------------------------------------------------------ the network
+
+@dataclass(frozen=True)
+class _HostSpec:
+    name: str
+    role: str            # for error messages: "VM web1", "firewall host of hv1"
+    hypervisor: str
+    port: int            # OpenFlow port on the hypervisor bridge
+    ip: str | None       # "a.b.c.d/len"; None: no address
+    mac: str | None      # None: the kernel picks a random one
+
+
+def _host_specs(network: model.Network) -> list[_HostSpec]:
+    specs = []
+    for vm in network.vms:
+        subnet = network.segment(vm.segment).subnet
+        prefix = subnet.prefixlen if subnet else DEFAULT_PREFIX
+        specs.append(_HostSpec(vm.name, f"VM {vm.name}", vm.hypervisor, vm.port,
+                               f"{vm.ip}/{prefix}", vm.mac))
+    spare = _spare_ips(network)
+    for hv in network.hypervisors:
+        for lp in hv.learning_ports:
+            specs.append(_HostSpec(f"{hv.name}l{lp.port}",
+                                   f"host on learning port {lp.port} of {hv.name}",
+                                   hv.name, lp.port, f"{next(spare)}/8", None))
+        if hv.firewall_port is not None:
+            specs.append(_HostSpec(f"{hv.name}fw", f"firewall host of {hv.name}",
+                                   hv.name, hv.firewall_port, None, None))
+        if hv.ids_port is not None:
+            specs.append(_HostSpec(f"{hv.name}ids", f"IDS host of {hv.name}",
+                                   hv.name, hv.ids_port, None, None))
+    return specs
+
+
+def _spare_ips(network: model.Network):
+    """10.255.n.m addresses that no VM uses (and no .0/.255, to avoid
+    confusing anyone reading a capture)."""
+    taken = {vm.ip for vm in network.vms}
+    for ip in SPARE_NET.hosts():
+        if ip not in taken and ip.packed[-1] not in (0, 255):
+            yield ip
+
+
+def _uplinked(network: model.Network) -> list[model.Hypervisor]:
+    return [hv for hv in network.hypervisors if hv.uplink_port is not None]
+
+
+def _bridge_names(network: model.Network, core: str = CORE) -> set[str]:
+    names = {hv.name for hv in network.hypervisors}
+    return names | {core} if _uplinked(network) else names
+
+
+def _root_ifnames(network: model.Network, specs, core: str = CORE) -> dict[str, str]:
+    """Interfaces the lab creates in the root namespace (bridge side), each
+    with the name it is made from."""
+    names = {f"{s.hypervisor}-p{s.port}": s.hypervisor for s in specs}
+    for n, hv in enumerate(_uplinked(network), start=1):
+        names[f"{hv.name}-p{hv.uplink_port}"] = hv.name
+        names[f"{core}-p{n}"] = core
+    return names
+
+
+def _check_names(network: model.Network, specs, core: str) -> None:
+    """Refuse names Mininet or Linux cannot take, before anything exists."""
+    def fail(problem):
+        raise ValueError(f"{network.source}: {problem}")
+
+    roles = {hv.name: f"hypervisor {hv.name}" for hv in network.hypervisors}
+    if _uplinked(network):
+        if core in roles:
+            fail(f"the name {core!r} is reserved for the lab's core switch")
+        roles[core] = "the core switch"
+    for s in specs:
+        if s.name in roles:
+            fail(f"lab node name {s.name!r} would be used twice: by the {s.role} "
+                 f"and by {roles[s.name]}")
+        roles[s.name] = f"the {s.role}"
+    ifnames = [(f"{s.name}-eth0", f"the {s.role}") for s in specs]
+    ifnames += [(n, roles[owner])
+                for n, owner in _root_ifnames(network, specs, core).items()]
+    for ifname, owner in ifnames:
+        if len(ifname) > IFNAMSIZ:
+            fail(f"interface name {ifname!r} for {owner} is longer than {IFNAMSIZ} "
+                 "characters (a Linux limit): use a shorter name")
+
+
+def _dpid(value: int) -> str:
+    return f"{value:016x}"                    # Mininet wants 16 hex digits
+
+
+def _core_dpid(network: model.Network) -> int:
+    taken = {hv.dpid for hv in network.hypervisors}
+    dpid = 0xC0DE_0000_0000_0001              # unlikely in a file; still checked
+    while dpid in taken:
+        dpid += 1
+    return dpid
+
+
+class _Remote(RemoteController):
+    # The controller may not listen yet when the lab is built; OVS keeps
+    # retrying on its own, so Mininet's telnet probe would only print noise.
+    def checkListening(self):
+        pass
+
+
+def build_network(network: model.Network, ofp_port: int | None,
+                  core: str = CORE) -> Mininet:
+    """A Mininet (not started) for the network file; see the module doc.
+    ofp_port None: no controller, hypervisor bridges in standalone mode."""
+    setLogLevel("warning")
+    specs = _host_specs(network)
+    _check_names(network, specs, core)
+    fail_mode = "standalone" if ofp_port is None else "secure"
+    net = Mininet(controller=None)
+    try:
+        if ofp_port is not None:
+            net.addController("c0", controller=_Remote, ip="127.0.0.1", port=ofp_port)
+        for hv in network.hypervisors:
+            net.addSwitch(hv.name, cls=OVSSwitch, datapath="user", failMode=fail_mode,
+                          protocols="OpenFlow13", dpid=_dpid(hv.dpid))
+        uplinked = _uplinked(network)
+        if uplinked:
+            # OVSBridge: fail mode standalone and never given a controller.
+            net.addSwitch(core, cls=OVSBridge, datapath="user",
+                          dpid=_dpid(_core_dpid(network)))
+        for n, hv in enumerate(uplinked, start=1):
+            net.addLink(hv.name, core, port1=hv.uplink_port, port2=n,
+                        intfName1=f"{hv.name}-p{hv.uplink_port}",
+                        intfName2=f"{core}-p{n}")
+        for s in specs:
+            net.addHost(s.name, ip=s.ip, mac=s.mac)
+            # port2 becomes the OVS ofport_request: the port the file declares.
+            extra = {"addr1": s.mac} if s.mac else {}
+            net.addLink(s.name, s.hypervisor, port2=s.port,
+                        intfName1=f"{s.name}-eth0",
+                        intfName2=f"{s.hypervisor}-p{s.port}", **extra)
+    except BaseException:
+        net.stop()
+        raise
+    return net
+
+
+def disable_offload(net: Mininet) -> None:
+    """Transmit checksum offload off on every host interface: with it on,
+    TCP over veth through the userspace datapath stalls (ICMP does not)."""
+    for host in net.hosts:
+        for intf in host.intfList():
+            _out, err, rc = host.pexec("ethtool", "-K", intf.name, "tx", "off")
+            if rc:
+                raise LabError(f"ethtool -K {intf.name} tx off in {host.name}: {err}")
+
+
+def set_switch_mode(network: model.Network, mode: str) -> None:
+    """Without a controller: make every hypervisor bridge a hub (one FLOOD
+    flow) or a learning switch (one NORMAL flow)."""
+    action = {"hub": "FLOOD", "normal": "NORMAL"}[mode]
+    for hv in network.hypervisors:
+        for args in (["del-flows", hv.name], ["add-flow", hv.name, f"actions={action}"]):
+            subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", *args], check=True,
+                           capture_output=True, text=True)
+
+
+# ------------------------------------------------------------ host helpers
+
+def _list_br() -> set[str]:
+    out = subprocess.run(["ovs-vsctl", "list-br"], check=True,
+                         capture_output=True, text=True).stdout
+    return set(out.split())
+
+
+def _node_shells(names) -> dict[int, str]:
+    """PIDs of live Mininet node shells (`bash ... mininet:<name>`) by name."""
+    want = {f"mininet:{n}": n for n in names}
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        for arg in argv:
+            name = want.get(arg.decode(errors="replace"))
+            if name:
+                found[int(pid)] = name
+    return found
+
+
+def _pids_in_netns(inodes: set[str]) -> set[int]:
+    pids = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/ns/net") in inodes:
+                pids.add(int(pid))
+    return pids
+
+
+def _is_veth(name: str) -> bool:
+    out = subprocess.run(["ip", "-o", "-d", "link", "show", "dev", name],
+                         capture_output=True, text=True).stdout
+    return " veth " in out
+
+
+def _delete_leftovers(bridges, ifnames) -> list[str]:
+    """Delete those of the given OVS bridges and veths that exist. Only
+    OVS bridges and veths: a name that is a real NIC is never touched."""
+    removed = []
+    for br in sorted(set(bridges) & _list_br()):
+        subprocess.run(["ovs-vsctl", "--if-exists", "del-br", br], capture_output=True)
+        # A userspace bridge's tap device of the same name should go with it.
+        if os.path.exists(f"/sys/class/net/{br}"):
+            subprocess.run(["ip", "link", "del", br], capture_output=True)
+        removed.append(f"bridge {br}")
+    for name in ifnames:
+        if os.path.exists(f"/sys/class/net/{name}") and _is_veth(name):
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+            removed.append(f"veth {name}")
+    return removed
+
+
+def cleanup_stale(network: model.Network, core: str = CORE) -> list[str]:
+    """Remove the bridges and interfaces a crashed lab for this file left.
+    Targeted rather than `mn -c`, which would also wreck any other lab
+    running on this machine. Returns what it removed."""
+    bridges = _bridge_names(network, core)
+    live = _node_shells(bridges)
+    if live:
+        raise LabError(f"bridges {sorted(set(live.values()))} belong to a running "
+                       f"Mininet (shell PIDs {sorted(live)}): stop that lab first")
+    return _delete_leftovers(bridges, _root_ifnames(network, _host_specs(network), core))
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:                      # bound together, so all distinct
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """A second Ctrl-C must not cut a teardown short and leave junk behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _die_with_parent() -> None:
+    """Runs in the controller's child before exec: if the lab process (the
+    thread that started the controller, strictly) dies without tearing down
+    (SIGKILL, crash), the kernel sends SIGTERM to the controller instead of
+    leaving it running."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+# No proxy for 127.0.0.1, whatever http_proxy says.
+_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# ------------------------------------------------------------ the lab
+
+class Lab:
+    """`with Lab(path) as lab:` a started lab, torn down on exit (also on an
+    exception or Ctrl-C). controller=False: no controller, hypervisor bridges
+    standalone, forwarding as switch_mode says ('normal' or 'hub')."""
+
+    def __init__(self, path: str, controller: bool = True, switch_mode: str | None = None,
+                 ready_timeout: float = 60.0, controller_args=(), core: str = CORE):
+        if controller and switch_mode is not None:
+            raise ValueError("switch_mode is only for controller=False")
+        if not controller:
+            switch_mode = switch_mode or "normal"
+            if switch_mode not in SWITCH_MODES:
+                raise ValueError(f"switch_mode must be one of {SWITCH_MODES}")
+        self.path = os.path.abspath(path)
+        self.network = model.load(path)          # a bad file fails here
+        self.controller, self.switch_mode, self.core = controller, switch_mode, core
+        self.ready_timeout = ready_timeout
+        self.controller_args = list(controller_args)
+        self.net: Mininet | None = None
+        self.ofp_port = self.rest_port = self.rest_url = None
+        self.controller_log: str | None = None
+        self._proc: subprocess.Popen | None = None
+        self._shells: dict[int, str] = {}
+        self._netns: set[str] = set()
+        self._owns_names = False     # may delete bridges named like ours
+
+    # -- life cycle
+    def __enter__(self) -> "Lab":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+    def start(self) -> None:
+        bridges = _bridge_names(self.network, self.core)
+        if bridges & _list_br():
+            # Raises if a live lab owns them; else they are a crashed run's.
+            removed = cleanup_stale(self.network, self.core)
+            warn(f"lab: removed what a crashed lab left: {removed}\n")
+        taken = sorted(b for b in bridges if os.path.exists(f"/sys/class/net/{b}"))
+        if taken:    # e.g. a hypervisor named like a real NIC
+            raise LabError(f"{self.network.source}: interfaces {taken} already exist "
+                           "on this machine; a bridge cannot take their names")
+        self._owns_names = True
+        self.controller_log = os.path.join(tempfile.mkdtemp(prefix="lab-"),
+                                           "controller.log")
+        try:
+            if self.controller:
+                self.ofp_port, self.rest_port = _free_ports(2)
+                self.rest_url = f"http://127.0.0.1:{self.rest_port}"
+                self._spawn_controller()
+            self.net = build_network(self.network, self.ofp_port, self.core)
+            self.net.start()
+            nodes = self.net.hosts + self.net.switches + self.net.controllers
+            self._shells = {n.pid: n.name for n in nodes}
+            self._netns = {os.readlink(f"/proc/{h.pid}/ns/net") for h in self.net.hosts}
+            disable_offload(self.net)
+            if self.controller:
+                self.wait_ready()
+            else:
+                set_switch_mode(self.network, self.switch_mode)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop everything this lab started; safe to call twice."""
+        with _sigint_ignored():
+            net, self.net = self.net, None
+            try:
+                if net is not None:
+                    try:
+                        net.stop()
+                    finally:
+                        for c in net.controllers:   # RemoteController.stop() keeps its shell
+                            c.terminate()
+            finally:
+                self.stop_controller()
+                self._sweep()
+
+    def _sweep(self) -> None:
+        """Kill what outlived net.stop() and delete what it left: a process
+        in a host's namespace (a tool that ignored SIGHUP) would keep the
+        namespace and its veth alive."""
+        if not self._owns_names:
+            return
+        self._owns_names = False
+        leftovers = _pids_in_netns(self._netns)
+        live = _node_shells(set(self._shells.values()))
+        leftovers |= {pid for pid in self._shells if live.get(pid) == self._shells[pid]}
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self._shells, self._netns = {}, set()
+        removed = _delete_leftovers(
+            _bridge_names(self.network, self.core),
+            _root_ifnames(self.network, _host_specs(self.network), self.core))
+        if leftovers or removed:
+            warn(f"lab teardown: killed {sorted(leftovers)}, removed {removed}\n")
+
+    # -- the controller
+    def _spawn_controller(self) -> None:
+        cmd = [sys.executable, "-m", "controller", "--network", self.path,
+               "--ofp-host", "127.0.0.1", "--ofp-port", str(self.ofp_port),
+               "--rest-host", "127.0.0.1", "--rest-port", str(self.rest_port),
+               *self.controller_args]
+        with open(self.controller_log, "ab") as log:   # restarts append
+            log.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def start_controller(self) -> None:
+        if not self.controller:
+            raise LabError("this lab was built without a controller")
+        if self._proc is not None and self._proc.poll() is None:
+            raise LabError(f"the controller is already running (PID {self._proc.pid})")
+        self._spawn_controller()
+        self.wait_ready()
+
+    def stop_controller(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s. Signals the process group the
+        controller leads (start_new_session) so no child of it survives."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def restart_controller(self) -> None:
+        self.stop_controller()
+        self.start_controller()
+
+    def status(self) -> dict:
+        """The controller's health document (GET /api/v1/health)."""
+        with _http.open(f"{self.rest_url}/api/v1/health", timeout=2) as r:
+            return json.load(r)
+
+    def wait_ready(self, timeout: float | None = None) -> dict:
+        """Poll the health endpoint until it says ready; LabError otherwise."""
+        timeout = self.ready_timeout if timeout is None else timeout
+        deadline, last = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                code = None if self._proc is None else self._proc.returncode
+                raise LabError(f"the controller exited (code {code}); end of "
+                               f"{self.controller_log}:\n{self.log_tail()}")
+            try:
+                last = self.status()
+                if last.get("ready"):
+                    return last
+            except (OSError, ValueError) as e:   # not listening yet, or not JSON
+                last = e
+            time.sleep(0.2)
+        raise LabError(f"the controller was not ready after {timeout:.0f} s "
+                       f"(last health: {last!r}); end of {self.controller_log}:\n"
+                       f"{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the controller log, without our own health polls."""
+        noise = ("GET /api/v1/health", ") accepted ('127.0.0.1'")
+        try:
+            with open(self.controller_log, errors="replace") as f:
+                kept = [ln for ln in f if not any(n in ln for n in noise)]
+        except (OSError, TypeError):
+            return "(no controller log)"
+        return "".join(kept[-lines:])
+
+    # -- access
+    def host(self, name: str):
+        if self.net is None:
+            raise LabError("the lab is not running")
+        return self.net[name]
+
+    def core_port(self, hypervisor: str) -> int:
+        """The core switch's OpenFlow port facing a hypervisor's uplink."""
+        for n, hv in enumerate(_uplinked(self.network), start=1):
+            if hv.name == hypervisor:
+                return n
+        raise KeyError(f"hypervisor {hypervisor!r} has no uplink to the core")
+
+
+def lab(path: str, **kw) -> Lab:
+    """Lab(path, **kw), for `with lab(path) as l:`."""
+    return Lab(path, **kw)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m topologies.lab",
+                                 description="Bring up a Mininet lab for a network file "
+                                             "and open Mininet's CLI.")
+    ap.add_argument("network", help="the network file (YAML)")
+    ap.add_argument("--no-controller", action="store_true",
+                    help="no controller: standalone hypervisor bridges")
+    ap.add_argument("--switch-mode", choices=SWITCH_MODES,
+                    help="with --no-controller: how hypervisor bridges forward "
+                         "(default normal)")
+    args = ap.parse_args(argv)
+    if args.switch_mode and not args.no_controller:
+        ap.error("--switch-mode needs --no-controller")
+    from mininet.cli import CLI
+    try:
+        with Lab(args.network, controller=not args.no_controller,
+                 switch_mode=args.switch_mode) as the_lab:
+            if the_lab.controller:
+                print(f"controller: {the_lab.rest_url}  log: {the_lab.controller_log}")
+            setLogLevel("output")                # the CLI prints at this level
+            CLI(the_lab.net)
+            setLogLevel("warning")
+    except (ValueError, LabError) as e:          # NetworkFileError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
