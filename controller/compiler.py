@@ -152,16 +152,28 @@ def _policy(net: Network) -> list[Flow]:
             flows.append(flow(POLICY, 300, "uplink-pass",
                               metadata=(metadata(seg.vlan, dst_vlan, uplink=True),
                                         SEGMENTS_MASK | FROM_UPLINK), goto=FORWARD))
-    for src in net.segments:
-        for dst in net.segments:
-            mode = net.policy.mode(src.name, dst.name)
-            targets = (dst.vlan, 0) if src is dst else (dst.vlan,)
-            for dst_vlan in targets:
-                flows.append(flow(POLICY, 200, f"policy-{mode}",
-                                  metadata=(metadata(src.vlan, dst_vlan),
-                                            SEGMENTS_MASK | FROM_UPLINK),
-                                  goto=FORWARD if mode == "allow" else None))
+    # Deny is the default (the priority-0 entry), so only what is allowed
+    # costs entries: S segments and P allowed pairs give 2*S + 2*P, not S*S.
+    for src, dst in _allowed(net):
+        targets = (dst.vlan, 0) if src is dst else (dst.vlan,)
+        for dst_vlan in targets:
+            flows.append(flow(POLICY, 200, "policy-allow",
+                              metadata=(metadata(src.vlan, dst_vlan),
+                                        SEGMENTS_MASK | FROM_UPLINK),
+                              goto=FORWARD))
     return flows
+
+
+def _allowed(net: Network):
+    """(source, destination) segment pairs the policy allows, intra included."""
+    for seg in net.segments:
+        if net.policy.mode(seg.name, seg.name) == "allow":
+            yield seg, seg
+    for pair, mode in net.policy.pairs:
+        if mode == "allow":
+            a, b = (net.segment(name) for name in sorted(pair))
+            yield a, b
+            yield b, a
 
 
 # -- table 3: where the frame leaves

@@ -127,9 +127,36 @@ def load(path: str) -> Network:
     return parse(text, source=path)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping: PyYAML
+    would keep the last one, so a copy-pasted VM would silently replace
+    another."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in seen:
+                    mark = key_node.start_mark
+                    raise NetworkFileError(
+                        self.name, f"line {mark.line + 1}, column {mark.column + 1}",
+                        f"key {key!r} is given twice in one mapping (first at "
+                        f"line {seen[key]})")
+                seen[key] = key_node.start_mark.line + 1
+            except TypeError:
+                pass      # an unhashable key; construct_mapping reports it
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse(text: str, source: str = "<string>") -> Network:
     try:
-        doc = yaml.safe_load(text)
+        loader = _StrictLoader(text)
+        loader.name = source
+        try:
+            doc = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         place = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -170,6 +197,12 @@ class _Parser:
         if not isinstance(value, str) or not NAME_RE.match(value):
             self.fail(place, f"invalid name {value!r}: use a letter then up to 14 "
                              "letters, digits or underscores")
+        return value
+
+    def reference(self, value: Any, known, what: str, place: str) -> str:
+        """A name that must refer to something declared elsewhere in the file."""
+        if not isinstance(value, str) or value not in known:
+            self.fail(place, f"unknown {what} {value!r}")
         return value
 
     def names(self, section: Any, place: str) -> Mapping:
@@ -260,8 +293,7 @@ class _Parser:
                 if port in ports:
                     self.fail(f"{lplace}.port", f"port {port} is already the {ports[port]}")
                 ports[port] = "learning port"
-                if lp["segment"] not in seg_names:
-                    self.fail(f"{lplace}.segment", f"unknown segment {lp['segment']!r}")
+                self.reference(lp["segment"], seg_names, "segment", f"{lplace}.segment")
                 cap = self.integer(lp.get("max_hosts", options.max_hosts_per_port),
                                    f"{lplace}.max_hosts", 1, 4096)
                 learning.append(LearningPort(port, lp["segment"], cap))
@@ -284,15 +316,16 @@ class _Parser:
             body = self.mapping(body, place,
                                 required=("hypervisor", "port", "segment", "mac", "ip"))
             hv = body["hypervisor"]
-            if hv not in hvs:
-                self.fail(f"{place}.hypervisor", f"unknown hypervisor {hv!r}")
-            if body["segment"] not in segs:
-                self.fail(f"{place}.segment", f"unknown segment {body['segment']!r}")
+            self.reference(hv, hvs, "hypervisor", f"{place}.hypervisor")
+            self.reference(body["segment"], segs, "segment", f"{place}.segment")
             port = self.integer(body["port"], f"{place}.port", 1, MAX_PORT)
             if (hv, port) in taken_ports:
                 self.fail(f"{place}.port", f"port {port} on {hv} is already "
                                            f"{taken_ports[(hv, port)]}")
             taken_ports[(hv, port)] = f"used by VM '{name}'"
+            if isinstance(body["mac"], int):
+                self.fail(f"{place}.mac", "YAML read this MAC as a number: put it in "
+                                          "quotes")
             mac = str(body["mac"]).lower()
             if not MAC_RE.match(mac):
                 self.fail(f"{place}.mac", f"not a MAC address: {body['mac']!r}")
@@ -332,12 +365,12 @@ class _Parser:
             place = f"policy.pairs[{i}]"
             rule = self.mapping(rule, place, required=("segments", "mode"))
             pair = rule["segments"]
-            if (not isinstance(pair, list) or len(pair) != 2
-                    or len(set(map(str, pair))) != 2):
+            if not isinstance(pair, list) or len(pair) != 2:
                 self.fail(f"{place}.segments", "must list two different segments")
             for seg in pair:
-                if seg not in seg_names:
-                    self.fail(f"{place}.segments", f"unknown segment {seg!r}")
+                self.reference(seg, seg_names, "segment", f"{place}.segments")
+            if pair[0] == pair[1]:
+                self.fail(f"{place}.segments", "must list two different segments")
             key = frozenset(pair)
             if key in seen:
                 self.fail(f"{place}.segments", f"pair {pair} is already given a mode")

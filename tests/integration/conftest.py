@@ -12,8 +12,10 @@ NETWORKS = os.path.join(REPO, "tests", "networks")
 
 
 def pytest_collection_modifyitems(items):
+    here = os.path.dirname(os.path.abspath(__file__))
     for item in items:
-        item.add_marker(pytest.mark.lab)
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.lab)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,0 +1,393 @@
+"""A small OpenFlow 1.3 table simulator over controller.pipeline.Flow objects.
+
+Pure Python, no Ryu, no OVS. It executes the flow entries the compiler
+produces, the way OVS would, so tests can ask "where does this frame go?"
+instead of asserting on the shape of individual entries.
+
+Semantics (OpenFlow 1.3 as implemented by OVS):
+
+* Processing starts in table 0 with metadata 0.
+* In each table the matching entry with the highest priority wins. Two
+  matching entries of the same priority are undefined behaviour in OpenFlow,
+  so the simulator raises AmbiguousMatch: that is a compiler bug.
+* A table miss drops the frame (OF1.3 default; the compiler installs explicit
+  priority-0 entries anyway).
+* Matches: exact or (value, mask). MACs, IPv4 addresses and integers are
+  compared numerically, so "01:00:00:00:00:00"/"01:00:00:00:00:00" selects
+  group addresses. `vlan_vid` follows OF1.3: OFPVID_NONE (0x0000) matches
+  untagged frames only, 0x1000|vid matches an outer tag with that vid, and
+  (0x1000, 0x1000) matches any tagged frame. `eth_type` is the type after the
+  parsed VLAN tags. Like OVS, the switch parses at most `vlan_limit` tags
+  (OVS's other_config:vlan-limit, default 1): with the default, a
+  double-tagged frame shows its outer tag as vlan_vid and the inner TPID
+  (0x8100) as eth_type, and still does after the outer tag is popped, since
+  OVS does not re-parse mid-pipeline. vlan_limit=None parses every tag.
+  ipv4_* needs eth_type 0x0800 and arp_* needs
+  0x0806 in the same entry (OF1.3 prerequisites; OVS rejects such a flow
+  otherwise) - an entry without them raises BadFlow.
+* Instructions run in OF order: apply-actions (in list order, on a working
+  copy of the frame), then write-metadata, then goto-table. No goto ends the
+  pipeline. A meter is ignored (no rate limiting here).
+* Actions: ("pop_vlan",) removes the outer tag; ("push_vlan",) pushes a new
+  outer tag, copying the vid of the current outer tag or 0 (OF1.3);
+  ("set_vlan", vid) rewrites the outer tag's vid; ("output", port) emits a
+  copy of the current frame - to the in_port it is dropped, as OVS does
+  without OFPP_IN_PORT; ("controller", max_len) records a packet-in.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict, deque
+from dataclasses import dataclass, field, replace
+from typing import Iterable
+
+from controller.pipeline import (ETH_TYPE_ARP, ETH_TYPE_IP, OFPVID_PRESENT, TABLE_NAMES,
+                                 Flow)
+
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+ETH_TYPE_IPV6 = 0x86DD
+ETH_TYPE_8021Q = 0x8100
+
+
+class SimulationError(AssertionError):
+    """The flows cannot be executed as OpenFlow would: a bug in what was compiled."""
+
+
+class AmbiguousMatch(SimulationError):
+    pass
+
+
+class BadFlow(SimulationError):
+    pass
+
+
+class ForwardingLoop(SimulationError):
+    pass
+
+
+# ------------------------------------------------------------------ frames
+
+@dataclass(frozen=True)
+class Frame:
+    """The parts of an Ethernet frame the pipeline can look at.
+
+    vlans is the 802.1Q tag stack, outermost first (a list is accepted and
+    stored as a tuple). eth_type is the type after the tags. Absent fields
+    are None.
+    """
+    eth_src: str
+    eth_dst: str
+    eth_type: int = ETH_TYPE_IP
+    vlans: tuple = ()
+    ipv4_src: str | None = None
+    arp_sha: str | None = None
+    arp_spa: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "eth_src", self.eth_src.lower())
+        object.__setattr__(self, "eth_dst", self.eth_dst.lower())
+        if self.arp_sha is not None:
+            object.__setattr__(self, "arp_sha", self.arp_sha.lower())
+        object.__setattr__(self, "vlans", tuple(self.vlans))
+        for vid in self.vlans:
+            if not 0 <= vid <= 0xFFF:
+                raise ValueError(f"VLAN id {vid} does not fit in 12 bits")
+
+    @property
+    def tagged(self) -> bool:
+        return bool(self.vlans)
+
+    def with_tags(self, *vlans: int) -> "Frame":
+        return replace(self, vlans=tuple(vlans))
+
+    # -- constructors for the common cases
+    @classmethod
+    def ipv4(cls, eth_src: str, eth_dst: str, ipv4_src: str, vlans=()) -> "Frame":
+        return cls(eth_src, eth_dst, ETH_TYPE_IP, tuple(vlans), ipv4_src=str(ipv4_src))
+
+    @classmethod
+    def arp(cls, eth_src: str, spa: str, sha: str | None = None,
+            eth_dst: str = BROADCAST, vlans=()) -> "Frame":
+        return cls(eth_src, eth_dst, ETH_TYPE_ARP, tuple(vlans),
+                   arp_sha=sha if sha is not None else eth_src, arp_spa=str(spa))
+
+    @classmethod
+    def ipv6(cls, eth_src: str, eth_dst: str, vlans=()) -> "Frame":
+        return cls(eth_src, eth_dst, ETH_TYPE_IPV6, tuple(vlans))
+
+
+def _mac(value: str) -> int:
+    parts = value.split(":")
+    if len(parts) != 6:
+        raise BadFlow(f"not a MAC address: {value!r}")
+    return int("".join(parts), 16)
+
+
+def _ip(value) -> int:
+    return int(ipaddress.IPv4Address(str(value)))
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """The frame as the switch sees it (OVS's flow key) next to the frame itself.
+
+    OVS parses at most `vlan_limit` tags (other_config:vlan-limit, default 1).
+    A tag beyond the limit is not a VLAN to the pipeline: eth_type shows its
+    TPID (0x8100) and nothing above L2 is parsed. Actions update both views;
+    the key is not re-parsed after pop_vlan, so a double-tagged frame whose
+    outer tag was popped looks untagged with eth_type 0x8100.
+    """
+    frame: Frame
+    vlans: tuple          # parsed tags, outermost first
+    eth_type: int
+
+    @classmethod
+    def extract(cls, frame: Frame, vlan_limit: int | None) -> "_Parsed":
+        if vlan_limit is None or len(frame.vlans) <= vlan_limit:
+            return cls(frame, frame.vlans, frame.eth_type)
+        return cls(frame, frame.vlans[:vlan_limit], ETH_TYPE_8021Q)
+
+
+def _vlan_vid(p: _Parsed, in_port: int) -> int:
+    return OFPVID_PRESENT | p.vlans[0] if p.vlans else 0
+
+
+# field -> (how to read it, how to turn a value of it into an int, eth_type prerequisite)
+FIELDS = {
+    "in_port": (lambda p, port: port, int, None),
+    "vlan_vid": (_vlan_vid, int, None),
+    "eth_src": (lambda p, port: p.frame.eth_src, _mac, None),
+    "eth_dst": (lambda p, port: p.frame.eth_dst, _mac, None),
+    "eth_type": (lambda p, port: p.eth_type, int, None),
+    "ipv4_src": (lambda p, port: p.frame.ipv4_src, _ip, ETH_TYPE_IP),
+    "arp_sha": (lambda p, port: p.frame.arp_sha, _mac, ETH_TYPE_ARP),
+    "arp_spa": (lambda p, port: p.frame.arp_spa, _ip, ETH_TYPE_ARP),
+}
+FULL_MASK = {"in_port": 0xFFFFFFFF, "vlan_vid": 0x1FFF, "eth_src": 2**48 - 1,
+             "eth_dst": 2**48 - 1, "eth_type": 0xFFFF, "ipv4_src": 2**32 - 1,
+             "arp_sha": 2**48 - 1, "arp_spa": 2**32 - 1, "metadata": 2**64 - 1}
+
+
+@dataclass(frozen=True)
+class _Match:
+    """One match field of one entry, pre-converted to (value, mask) ints."""
+    name: str
+    value: int
+    mask: int
+
+
+def _compile_match(flow: Flow) -> tuple[_Match, ...]:
+    out = []
+    fields = dict(flow.match)
+    for name, raw in flow.match:
+        if name == "metadata":
+            conv = int
+        elif name in FIELDS:
+            conv = FIELDS[name][1]
+            prereq = FIELDS[name][2]
+            if prereq is not None and fields.get("eth_type") != prereq:
+                raise BadFlow(f"{flow}: matching {name} needs eth_type={prereq:#06x} "
+                              "(OpenFlow prerequisite)")
+        else:
+            raise BadFlow(f"{flow}: the simulator does not know field {name!r}")
+        if isinstance(raw, tuple):
+            value, mask = conv(raw[0]), conv(raw[1])
+        else:
+            value, mask = conv(raw), FULL_MASK[name]
+        if value & ~mask:
+            raise BadFlow(f"{flow}: {name} value has bits outside its mask")
+        out.append(_Match(name, value, mask))
+    return tuple(out)
+
+
+# ------------------------------------------------------------------ one switch
+
+@dataclass(frozen=True)
+class PacketIn:
+    table: int
+    in_port: int
+    frame: Frame
+    max_len: int
+    flow: Flow
+
+
+class Switch:
+    """One OpenFlow 1.3 bridge holding `flows`.
+
+    vlan_limit: how many tags the switch parses (OVS other_config:vlan-limit;
+    OVS's default is 1). None parses every tag, so eth_type is always the
+    type after the tags.
+    """
+
+    def __init__(self, flows: Iterable[Flow], name: str = "switch",
+                 vlan_limit: int | None = 1):
+        self.name = name
+        self.vlan_limit = vlan_limit
+        self.tables: dict[int, list[tuple[Flow, tuple[_Match, ...]]]] = defaultdict(list)
+        keys = {}
+        for f in flows:
+            if f.key() in keys:
+                if keys[f.key()] != f:
+                    raise BadFlow(f"{name}: two different entries share {f.key()}")
+                continue            # the same entry twice is one entry in OVS
+            keys[f.key()] = f
+            self.tables[f.table].append((f, _compile_match(f)))
+        for entries in self.tables.values():
+            entries.sort(key=lambda e: -e[0].priority)
+        self.packet_ins: list[PacketIn] = []
+        self.trace: list[Flow] = []      # entries hit by the last process() call
+
+    def lookup(self, table: int, in_port: int, packet: "_Parsed | Frame",
+               metadata: int = 0) -> Flow | None:
+        """The entry of `table` that wins for this frame, or None (table miss)."""
+        if isinstance(packet, Frame):
+            packet = _Parsed.extract(packet, self.vlan_limit)
+        values = self._fields(packet, in_port, metadata)
+        best = None
+        for f, matches in self.tables.get(table, ()):
+            if best is not None and f.priority < best.priority:
+                break
+            if all(values[m.name] is not None and values[m.name] & m.mask == m.value
+                   for m in matches):
+                if best is not None:
+                    raise AmbiguousMatch(
+                        f"{self.name}: table {TABLE_NAMES.get(table, table)}: "
+                        f"{packet} on port {in_port} matches two entries of priority "
+                        f"{f.priority}:\n  {best}\n  {f}")
+                best = f
+        return best
+
+    @staticmethod
+    def _fields(packet: _Parsed, in_port: int, metadata: int) -> dict[str, int | None]:
+        """Every matchable field as an int (None: not present or not parsed)."""
+        values: dict[str, int | None] = {"metadata": metadata}
+        for name, (getter, conv, prereq) in FIELDS.items():
+            raw = getter(packet, in_port)
+            if raw is None or (prereq is not None and packet.eth_type != prereq):
+                values[name] = None
+            else:
+                values[name] = conv(raw)
+        return values
+
+    def process(self, in_port: int, frame: Frame) -> list[tuple[int, Frame]]:
+        """Run one frame through the pipeline; return the (port, frame) it is
+        output as, in order. Packet-ins are appended to self.packet_ins."""
+        outputs: list[tuple[int, Frame]] = []
+        self.trace = []
+        packet = _Parsed.extract(frame, self.vlan_limit)
+        table, metadata = 0, 0
+        while True:
+            f = self.lookup(table, in_port, packet, metadata)
+            if f is None:                 # table miss: OF1.3 drops
+                return outputs
+            self.trace.append(f)
+            for action in f.actions:
+                packet = self._apply(action, f, table, in_port, packet, outputs)
+            if f.write_metadata is not None:
+                value, mask = f.write_metadata
+                if value & ~mask:
+                    raise BadFlow(f"{f}: write_metadata value has bits outside its mask")
+                metadata = (metadata & ~mask) | (value & mask)
+            if f.goto is None:
+                return outputs
+            if f.goto <= table:
+                raise BadFlow(f"{f}: goto must go forward")
+            table = f.goto
+
+    def _apply(self, action: tuple, f: Flow, table: int, in_port: int, packet: _Parsed,
+               outputs: list) -> _Parsed:
+        kind, frame = action[0], packet.frame
+        if kind == "output":
+            if action[1] != in_port:
+                outputs.append((action[1], frame))
+            return packet
+        if kind == "pop_vlan":
+            if not packet.vlans:
+                raise BadFlow(f"{self.name}: {f}: pop_vlan on a frame without a parsed tag")
+            return replace(packet, frame=replace(frame, vlans=frame.vlans[1:]),
+                           vlans=packet.vlans[1:])
+        if kind == "push_vlan":        # OF1.3: the new tag copies the outer vid, or 0
+            vid = packet.vlans[0] if packet.vlans else 0
+            return replace(packet, frame=replace(frame, vlans=(vid,) + frame.vlans),
+                           vlans=(vid,) + packet.vlans)
+        if kind == "set_vlan":
+            vid = action[1]
+            if not packet.vlans:
+                raise BadFlow(f"{self.name}: {f}: set_vlan on a frame without a parsed tag")
+            if not 0 <= vid <= 0xFFF:
+                raise BadFlow(f"{self.name}: {f}: VLAN id {vid} does not fit in 12 bits")
+            return replace(packet, frame=replace(frame, vlans=(vid,) + frame.vlans[1:]),
+                           vlans=(vid,) + packet.vlans[1:])
+        if kind == "controller":
+            self.packet_ins.append(PacketIn(table, in_port, frame, action[1], f))
+            return packet
+        raise BadFlow(f"{self.name}: {f}: unknown action {action!r}")
+
+
+# ------------------------------------------------------------------ the lab
+
+@dataclass
+class Trace:
+    """Everything that happened to one frame sent into the fabric."""
+    deliveries: list[tuple[str, int, Frame]] = field(default_factory=list)
+    uplink_hops: list[tuple[str, Frame]] = field(default_factory=list)   # (from hv, frame)
+    packet_ins: list[tuple[str, PacketIn]] = field(default_factory=list)
+
+    @property
+    def delivered(self) -> set[tuple[str, int, Frame]]:
+        return set(self.deliveries)
+
+    @property
+    def ports(self) -> set[tuple[str, int]]:
+        return {(hv, port) for hv, port, _ in self.deliveries}
+
+
+class Fabric:
+    """Every hypervisor of a network, joined by a core switch on their uplinks.
+
+    The core is modelled as flooding: a frame a hypervisor outputs on its
+    uplink reaches the uplink port of every other hypervisor (a learning core
+    delivers to a subset of these, so checking against flooding is the
+    conservative choice). Outputs on any other port are deliveries.
+    """
+
+    def __init__(self, network, flows_by_hv: dict[str, list[Flow]], max_hops: int = 8,
+                 vlan_limit: int | None = 1):
+        self.network = network
+        self.switches = {name: Switch(flows, name, vlan_limit)
+                         for name, flows in flows_by_hv.items()}
+        self.uplinks = {hv.name: hv.uplink_port for hv in network.hypervisors}
+        self.max_hops = max_hops
+
+    def port_of(self, where) -> tuple[str, int]:
+        if isinstance(where, tuple):
+            return where
+        vm = self.network.vm(where)
+        return vm.hypervisor, vm.port
+
+    def run(self, where, frame: Frame) -> Trace:
+        """Send `frame` in at a VM (by name) or at (hv, port); follow it everywhere."""
+        trace = Trace()
+        queue = deque([(*self.port_of(where), frame, 0)])
+        while queue:
+            hv, in_port, fr, hops = queue.popleft()
+            if hops > self.max_hops:
+                raise ForwardingLoop(f"frame still moving after {self.max_hops} uplink "
+                                     f"hops: {fr} entering {hv} port {in_port}")
+            switch = self.switches[hv]
+            before = len(switch.packet_ins)
+            outputs = switch.process(in_port, fr)
+            trace.packet_ins += [(hv, p) for p in switch.packet_ins[before:]]
+            for port, out in outputs:
+                if port == self.uplinks[hv]:
+                    trace.uplink_hops.append((hv, out))
+                    for other, uplink in self.uplinks.items():
+                        if other != hv and uplink is not None:
+                            queue.append((other, uplink, out, hops + 1))
+                else:
+                    trace.deliveries.append((hv, port, out))
+        return trace
+
+    def send(self, where, frame: Frame) -> set[tuple[str, int, Frame]]:
+        """Where `frame` ends up: {(hv, port, frame)} over non-uplink ports."""
+        return self.run(where, frame).delivered
