@@ -510,6 +510,10 @@ class Lab:
             raise LabError("the lab is not running")
         return self.net[name]
 
+    @property
+    def controller_pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def core_port(self, hypervisor: str) -> int:
         """The core switch's OpenFlow port facing a hypervisor's uplink."""
         for n, hv in enumerate(_uplinked(self.network), start=1):
