@@ -27,3 +27,7 @@ class RestApi(ControllerBase):
     @route("health", API + "/health", methods=["GET"])
     def health(self, req, **_):
         return _json(self.switch_app.status())
+
+    @route("counters", API + "/counters", methods=["GET"])
+    def counters(self, req, **_):
+        return _json(self.switch_app.counters())

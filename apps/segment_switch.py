@@ -9,7 +9,6 @@ Load with ryu-manager (network file in $VGUARD_NETWORK) or, simpler, via
 """
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from controller.pipeline import (COOKIE_TAG, COOKIE_TAG_MASK, INGRESS,  # noqa: 
                                  KIND_LEARNED, KIND_STATIC, cookie_kind)
 from controller.reconcile import plan  # noqa: E402
 
+from apps.commit import Change, Committer  # noqa: E402
 from apps.rest_api import RestApi  # noqa: E402
 
 MAX_RESYNCS = 3   # re-reads of a switch after failed commits before giving up
@@ -42,6 +42,9 @@ LEARN_BATCH_SECONDS = 0.05   # learns arriving together are compiled and sent on
 # changing any: a host learned on one switch is still programmed on the
 # others, and must be adopted from its own switch before it is judged stale.
 STARTUP_GRACE_SECONDS = 5.0
+COUNTER_POLL_SECONDS = 2.0   # how fresh the per-rule counters in the API are
+PORT_ROLE_NAMES = {"uplink_port": "uplink port", "firewall_port": "firewall port",
+                   "ids_port": "IDS port"}
 
 
 @dataclass
@@ -49,10 +52,12 @@ class SwitchState:
     hv: Hypervisor
     datapath: object
     installed: set = field(default_factory=set)   # cookies the switch holds
+    desired: dict = field(default_factory=dict)   # cookie -> Flow, as last committed
     flow_count: int = 0
-    reading: list | None = None                   # flow stats being collected
-    pending: dict = field(default_factory=dict)   # barrier xid -> message xids
-    failed_xids: set = field(default_factory=set)
+    read_xid: int | None = None                   # the flow-stats read to reconcile from
+    parts: dict = field(default_factory=dict)     # xid -> flow stats parts so far
+    counters: dict = field(default_factory=dict)  # cookie -> (packets, bytes)
+    ports_down: set = field(default_factory=set)
     resyncs: int = 0
     read_once: bool = False
     synced: bool = False
@@ -73,11 +78,13 @@ class SegmentSwitch(app_manager.RyuApp):
         self.switches: dict[int, SwitchState] = {}
         self.refused_learns: dict[str, int] = {}
         self.packet_ins = 0
-        self._bundle_ids = itertools.count(1)
+        self.committer = Committer(self.logger)
+        self._lock = hub.Semaphore(1)       # one commit at a time
         self._sync_scheduled = False
         self._held_frames = []   # (datapath, in_port, frame) to re-inject after a sync
         self._starting = True
         hub.spawn_after(STARTUP_GRACE_SECONDS, self._end_startup)
+        hub.spawn(self._poll_counters)
         kwargs["wsgi"].register(RestApi, {"switch_app": self})
         self.logger.info("network file %s: %d segments, %d hypervisors, %d VMs",
                          path, len(self.network.segments), len(self.network.hypervisors),
@@ -103,7 +110,7 @@ class SegmentSwitch(app_manager.RyuApp):
             dp.send_msg(openflow.controller_meter(dp, opts.packet_in_rate,
                                                   opts.packet_in_burst, command))
         dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
-        self._read_flows(state)
+        self._reconcile_from_switch(state)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def switch_gone(self, ev):
@@ -113,56 +120,101 @@ class SegmentSwitch(app_manager.RyuApp):
             self.logger.warning("%s disconnected; its flows stay in place "
                                 "(fail_mode=secure)", state.hv.name)
 
+    def _port_roles(self, hv: Hypervisor) -> dict[int, str]:
+        roles = {vm.port: f"VM {vm.name}" for vm in self.network.vms
+                 if vm.hypervisor == hv.name}
+        roles.update({p: PORT_ROLE_NAMES[role] for p, role in hv.special_ports().items()})
+        roles.update({lp.port: "learning port" for lp in hv.learning_ports})
+        return roles
+
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def port_description(self, ev):
         state = self.switches.get(ev.msg.datapath.id)
         if state is None:
             return
-        present = {p.port_no for p in ev.msg.body}
-        hv = state.hv
-        wanted = {vm.port: f"VM {vm.name}" for vm in self.network.vms
-                  if vm.hypervisor == hv.name}
-        wanted.update({p: role.replace("_", " ") for p, role in hv.special_ports().items()})
-        wanted.update({lp.port: "learning port" for lp in hv.learning_ports})
-        for port, what in sorted(wanted.items()):
+        ofp = ev.msg.datapath.ofproto
+        present = {p.port_no: p for p in ev.msg.body}
+        for port, what in sorted(self._port_roles(state.hv).items()):
             if port not in present:
-                self.logger.warning("%s: port %d (%s) is missing on the bridge",
-                                    hv.name, port, what)
+                self.logger.warning("%s: %s %d is missing on the bridge: %s",
+                                    state.hv.name, what, port, self._consequence(what))
+                state.ports_down.add(port)
+            elif present[port].state & ofp.OFPPS_LINK_DOWN:
+                self.logger.warning("%s: %s %d is down: %s", state.hv.name, what, port,
+                                    self._consequence(what))
+                state.ports_down.add(port)
+
+    @staticmethod
+    def _consequence(what: str) -> str:
+        if what == "IDS port":
+            return "mirrored copies are lost until it is back"
+        if what == "uplink port":
+            return "VMs on other hypervisors are unreachable"
+        return "frames for it are dropped"
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def port_status(self, ev):
+        msg = ev.msg
+        state = self.switches.get(msg.datapath.id)
+        if state is None:
+            return
+        ofp = msg.datapath.ofproto
+        port = msg.desc.port_no
+        what = self._port_roles(state.hv).get(port)
+        if what is None:
+            return
+        down = msg.reason == ofp.OFPPR_DELETE or bool(msg.desc.state & ofp.OFPPS_LINK_DOWN)
+        if down and port not in state.ports_down:
+            state.ports_down.add(port)
+            self.logger.warning("%s: %s %d is down: %s", state.hv.name, what, port,
+                                self._consequence(what))
+        elif not down and port in state.ports_down:
+            state.ports_down.discard(port)
+            self.logger.info("%s: %s %d is up again", state.hv.name, what, port)
 
     # ------------------------------------------------------ reconciliation
 
-    def _read_flows(self, state: SwitchState) -> None:
-        state.reading = []
+    def _read_flows(self, state: SwitchState) -> int:
+        """Ask the switch for our flows; returns the request's xid."""
         dp = state.datapath
-        dp.send_msg(openflow.our_flows_request(dp, COOKIE_TAG, COOKIE_TAG_MASK))
+        request = openflow.our_flows_request(dp, COOKIE_TAG, COOKIE_TAG_MASK)
+        dp.send_msg(request)
+        return request.xid
+
+    def _reconcile_from_switch(self, state: SwitchState) -> None:
+        state.read_xid = self._read_flows(state)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def flows_read(self, ev):
         state = self.switches.get(ev.msg.datapath.id)
-        if state is None or state.reading is None:
+        if state is None:
             return
-        state.reading.extend(ev.msg.body)
+        xid = ev.msg.xid
+        state.parts.setdefault(xid, []).extend(ev.msg.body)
         if ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
             return
-        entries, state.reading = state.reading, None
+        entries = state.parts.pop(xid)
+        state.counters = {e.cookie: (e.packet_count, e.byte_count) for e in entries}
+        if xid != state.read_xid:
+            return          # a counter poll, not a reconciliation
+        state.read_xid = None
         state.installed = {e.cookie for e in entries}
         state.read_once = True
-        adopted = self._adopt_learned(state.hv, entries)
+        self._adopt_learned(state.hv, entries)
         if self._starting:
-            if all(s.read_once for s in self.switches.values()) and \
-                    len(self.switches) == len(self.network.hypervisors):
+            if len(self.switches) == len(self.network.hypervisors) and \
+                    all(s.read_once for s in self.switches.values()):
                 self._end_startup()
-        elif adopted:
-            self._sync_all()
         else:
-            self._sync(state)
+            # Adopted hosts change every switch, so sync them all.
+            self._sync_later()
 
     def _end_startup(self) -> None:
         if self._starting:
             self._starting = False
-            self._sync_all()
+            self._sync_later()
 
-    def _adopt_learned(self, hv: Hypervisor, entries) -> bool:
+    def _adopt_learned(self, hv: Hypervisor, entries) -> None:
         """Take back hosts learned before a restart, as the switch still holds them."""
         adopted = set()
         for e in entries:
@@ -178,54 +230,70 @@ class SegmentSwitch(app_manager.RyuApp):
             self.learned |= adopted
             self.logger.info("%s: adopted %d learned hosts from the switch",
                              hv.name, len(adopted))
-        return bool(adopted)
+
+    def _sync_later(self, delay: float = 0.0) -> None:
+        """Bring every switch in line with the intent, from a greenthread of
+        its own (commits wait for replies the event handlers deliver).
+        Requests that arrive while one is pending are served by it."""
+        if self._sync_scheduled or self._starting:
+            return
+        self._sync_scheduled = True
+
+        def run():
+            hub.sleep(delay)
+            self._sync_scheduled = False
+            with self._lock:
+                self._sync_all()
+            self._reinject_held_frames()
+        hub.spawn(run)
 
     def _sync_all(self) -> None:
-        if self._starting:
-            return          # _end_startup syncs everything
-        for state in self.switches.values():
-            if state.reading is None and state.read_once:
-                self._sync(state)
+        """Commit the difference on every switch that has been read. Holds the lock."""
+        ready = [s for s in self.switches.values() if s.read_xid is None and s.read_once]
+        outcome, desired = self._commit(ready, self.network)
+        for state in ready:
+            if state.hv.name in outcome.failed:
+                self._resync_after_failure(state, outcome.failed[state.hv.name])
+            else:
+                self._now_in_sync(state, desired[state.hv.name])
 
-    def _sync(self, state: SwitchState) -> None:
-        desired = compile_network(self.network, self.learned)[state.hv.name]
-        change = plan(desired, state.installed)
-        dp = state.datapath
+    def _commit(self, states: list[SwitchState], network):
+        """Compile `network` for these switches and commit the differences."""
+        desired = compile_network(network, self.learned)
+        changes = []
+        for state in states:
+            change = plan(desired[state.hv.name], state.installed)
+            dp = state.datapath
+            if not change.empty:
+                self.logger.info("%s: committing %d deletions and %d additions",
+                                 state.hv.name, len(change.delete), len(change.add))
+            changes.append(Change(state.hv.name, dp,
+                                  [openflow.flow_delete(dp, c) for c in change.delete]
+                                  + [openflow.flow_add(dp, f) for f in change.add]))
+        return self.committer.commit(changes), desired
+
+    def _now_in_sync(self, state: SwitchState, desired: list) -> None:
+        state.desired = {f.cookie: f for f in desired}
+        state.installed = set(state.desired)
         state.flow_count = len(desired)
-        messages = ([openflow.flow_delete(dp, c) for c in change.delete]
-                    + [openflow.flow_add(dp, f) for f in change.add])
-        xids = set()
-        if messages:
-            for msg in openflow.bundle(dp, next(self._bundle_ids), messages):
-                dp.send_msg(msg)
-                xids.add(msg.xid)
-            self.logger.info("%s: committing %d deletions and %d additions",
-                             state.hv.name, len(change.delete), len(change.add))
-        state.installed = {f.cookie for f in desired}
-        barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
-        dp.send_msg(barrier)
-        state.pending[barrier.xid] = xids
+        state.resyncs = 0
+        if not state.synced:
+            self.logger.info("%s: in sync (%d flows)", state.hv.name, state.flow_count)
+        state.synced, state.last_sync = True, time.time()
+
+    def _resync_after_failure(self, state: SwitchState, why: str) -> None:
         state.synced = False
+        if state.resyncs < MAX_RESYNCS:
+            state.resyncs += 1
+            self.logger.error("%s: commit failed (%s); reading the switch again",
+                              state.hv.name, why)
+            self._reconcile_from_switch(state)
+        else:
+            self.logger.error("%s: commits keep failing (%s); giving up", state.hv.name, why)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def barrier_reply(self, ev):
-        state = self.switches.get(ev.msg.datapath.id)
-        if state is None or ev.msg.xid not in state.pending:
-            return
-        xids = state.pending.pop(ev.msg.xid)
-        if xids & state.failed_xids:
-            state.failed_xids -= xids
-            if state.resyncs < MAX_RESYNCS:
-                state.resyncs += 1
-                self.logger.error("%s: a commit failed; reading the switch again",
-                                  state.hv.name)
-                self._read_flows(state)
-            else:
-                self.logger.error("%s: commits keep failing; giving up", state.hv.name)
-            return
-        if not state.pending:
-            state.synced, state.resyncs, state.last_sync = True, 0, time.time()
-            self.logger.info("%s: in sync (%d flows)", state.hv.name, state.flow_count)
+        self.committer.barrier_replied(ev.msg.datapath.id, ev.msg.xid)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def error(self, ev):
@@ -235,10 +303,39 @@ class SegmentSwitch(app_manager.RyuApp):
         if msg.type == ofp.OFPET_METER_MOD_FAILED and msg.code == ofp.OFPMMFC_METER_EXISTS:
             return
         name = state.hv.name if state else f"{msg.datapath.id:016x}"
-        self.logger.error("%s: switch error type=%d code=%d for xid %d",
-                          name, msg.type, msg.code, msg.xid)
-        if state is not None:
-            state.failed_xids.add(msg.xid)
+        description = f"switch error type={msg.type} code={msg.code}"
+        self.logger.error("%s: %s for xid %d", name, description, msg.xid)
+        self.committer.error_received(msg.datapath.id, msg.xid, description)
+
+    # ------------------------------------------------------------ policy
+
+    def apply_policy(self, policy) -> dict:
+        """Put a new policy in force on every connected hypervisor, all or
+        nothing, and confirmed. PolicyError if the network cannot carry it.
+        Call from a greenthread (a REST handler), not an event handler."""
+        network = self.network.with_policy(policy)
+        with self._lock:
+            states = [s for s in self.switches.values() if s.read_once and s.read_xid is None]
+            outcome, desired = self._commit(states, network)
+            if outcome.ok:
+                self.network = network
+                for state in states:
+                    self._now_in_sync(state, desired[state.hv.name])
+            elif outcome.committed:
+                # Phase two failed somewhere: put back the ones that committed.
+                self.logger.error("policy change failed on %s; restoring %s",
+                                  sorted(outcome.failed), outcome.committed)
+                for state in states:
+                    if state.hv.name in outcome.committed:
+                        state.installed = {f.cookie for f in desired[state.hv.name]}
+                    elif state.hv.name in outcome.failed:
+                        self._reconcile_from_switch(state)    # unsure what it holds
+                self._sync_all()
+        offline = sorted(hv.name for hv in self.network.hypervisors
+                         if hv.dpid not in self.switches)
+        return {"ok": outcome.ok, "seconds": round(outcome.seconds, 4),
+                "applied_to": sorted(s.hv.name for s in states) if outcome.ok else [],
+                "failed": outcome.failed, "offline": offline}
 
     # ------------------------------------------------------------ learning
 
@@ -258,7 +355,7 @@ class SegmentSwitch(app_manager.RyuApp):
         if refusal == "already-learned":
             # Sent before the host's entry was committed: deliver it after.
             self._held_frames.append((msg.datapath, port, msg.data))
-            self._schedule_sync()
+            self._sync_later(LEARN_BATCH_SECONDS)
             return
         if refusal is not None:
             self.refused_learns[refusal] = self.refused_learns.get(refusal, 0) + 1
@@ -268,7 +365,7 @@ class SegmentSwitch(app_manager.RyuApp):
         self.learned |= {LearnedHost(mac, state.hv.name, port)}
         self.logger.info("%s port %d: learned %s", state.hv.name, port, mac)
         self._held_frames.append((msg.datapath, port, msg.data))
-        self._schedule_sync()
+        self._sync_later(LEARN_BATCH_SECONDS)
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     def flow_removed(self, ev):
@@ -283,30 +380,43 @@ class SegmentSwitch(app_manager.RyuApp):
             self.learned -= gone
             self.logger.info("%s port %d: %s expired", state.hv.name, port, mac)
             state.installed.discard(msg.cookie)
-            self._schedule_sync()
+            self._sync_later(LEARN_BATCH_SECONDS)
 
-    def _schedule_sync(self) -> None:
-        """Coalesce a burst of learning events into one sync of every switch."""
-        if self._sync_scheduled:
-            return
-        self._sync_scheduled = True
-
-        def run():
-            hub.sleep(LEARN_BATCH_SECONDS)
-            self._sync_scheduled = False
-            self._sync_all()
-            # The learning frames go back through the pipeline once the new
-            # entries are committed (a switch handles messages in order), so
-            # a host's first packet is not lost.
-            held, self._held_frames = self._held_frames, []
-            for dp, port, data in held:
-                ofp, parser = dp.ofproto, dp.ofproto_parser
-                dp.send_msg(parser.OFPPacketOut(dp, ofp.OFP_NO_BUFFER, port,
-                                                [parser.OFPActionOutput(ofp.OFPP_TABLE)],
-                                                data))
-        hub.spawn(run)
+    def _reinject_held_frames(self) -> None:
+        """Learning frames go back through the pipeline once their entries
+        are committed, so a host's first packets are not lost."""
+        held, self._held_frames = self._held_frames, []
+        for dp, port, data in held:
+            ofp, parser = dp.ofproto, dp.ofproto_parser
+            dp.send_msg(parser.OFPPacketOut(dp, ofp.OFP_NO_BUFFER, port,
+                                            [parser.OFPActionOutput(ofp.OFPP_TABLE)], data))
 
     # -------------------------------------------------------------- status
+
+    def _poll_counters(self) -> None:
+        """Read every switch's counters now and then (the same request as a
+        reconciliation read; the reply handler tells them apart)."""
+        while True:
+            hub.sleep(COUNTER_POLL_SECONDS)
+            for state in list(self.switches.values()):
+                if not state.parts:          # the previous poll has answered
+                    self._read_flows(state)
+
+    def counters(self) -> dict:
+        """Per hypervisor: packets and bytes by rule reason (mirror rules,
+        drops by reason, ...), from the last poll."""
+        out = {}
+        for state in self.switches.values():
+            by_reason = {}
+            for cookie, (packets, octets) in state.counters.items():
+                flow = state.desired.get(cookie)
+                if flow is None or not flow.reason:
+                    continue
+                total = by_reason.setdefault(flow.reason, {"packets": 0, "bytes": 0})
+                total["packets"] += packets
+                total["bytes"] += octets
+            out[state.hv.name] = by_reason
+        return out
 
     def status(self) -> dict:
         datapaths = {}

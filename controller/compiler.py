@@ -27,6 +27,7 @@ class Host:
     port: int
     vlan: int                   # its segment's VLAN
     ip: str | None = None       # None: learned, so its addresses are not known
+    vm: str | None = None       # the VM's name; None for a learned host
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class LearnedHost:
 
 def hosts(net: Network, learned: frozenset[LearnedHost] = frozenset()) -> list[Host]:
     vlan = {s.name: s.vlan for s in net.segments}
-    out = [Host(v.mac, v.hypervisor, v.port, vlan[v.segment], str(v.ip)) for v in net.vms]
+    out = [Host(v.mac, v.hypervisor, v.port, vlan[v.segment], str(v.ip), v.name)
+           for v in net.vms]
     port_segment = {(h.name, lp.port): lp.segment
                     for h in net.hypervisors for lp in h.learning_ports}
     for lh in sorted(learned, key=lambda h: h.mac):
@@ -57,8 +59,8 @@ def compile_network(net: Network, learned: frozenset[LearnedHost] = frozenset()
     out = {}
     for hv in net.hypervisors:
         flows = (_ingress(net, hv, all_hosts, learned_per_port)
-                 + _destination(all_hosts)
-                 + _policy(net)
+                 + _destination(net, all_hosts)
+                 + _policy(net, hv, all_hosts)
                  + _forward(net, hv, all_hosts))
         _check_unique(hv.name, flows)
         out[hv.name] = flows
@@ -89,6 +91,11 @@ def _ingress(net: Network, hv: Hypervisor, all_hosts: list[Host],
                               vlan_vid=OFPVID_NONE, eth_src=h.mac, kind=KIND_LEARNED,
                               idle_timeout=net.options.learned_idle_timeout,
                               **classify))
+            continue
+        if _quarantined(net, h):
+            # Nothing it sends is delivered; the IDS, if reachable, sees it all.
+            flows.append(flow(INGRESS, 100, "quarantine", in_port=h.port,
+                              actions=mirror_actions(net, hv) or ()))
             continue
         flows.append(flow(INGRESS, 200, "vm-ipv4", in_port=h.port, vlan_vid=OFPVID_NONE,
                           eth_src=h.mac, eth_type=ETH_TYPE_IP, ipv4_src=h.ip, **classify))
@@ -122,7 +129,7 @@ def _ingress(net: Network, hv: Hypervisor, all_hosts: list[Host],
 
 # -- table 1: which segment the destination is in (0 = flood in own segment)
 
-def _destination(all_hosts: list[Host]) -> list[Flow]:
+def _destination(net: Network, all_hosts: list[Host]) -> list[Flow]:
     flows = [flow(DESTINATION, 0, "unknown-destination"),
              # A tag still present here is the inner tag of a double-tagged
              # frame whose outer tag the uplink popped. OVS parses one tag
@@ -133,18 +140,40 @@ def _destination(all_hosts: list[Host]) -> list[Flow]:
              flow(DESTINATION, 100, "flood", eth_dst=MULTICAST, goto=POLICY)]
     flows += [flow(DESTINATION, 500, "double-tagged", eth_type=tpid) for tpid in VLAN_TPIDS]
     for h in all_hosts:
+        if _quarantined(net, h):
+            flows.append(flow(DESTINATION, 200, "quarantine", eth_dst=h.mac))
+            continue
         flows.append(flow(DESTINATION, 200, "host", eth_dst=h.mac,
                           write_metadata=(metadata(dst_vlan=h.vlan), DST_SEGMENT_MASK),
                           goto=POLICY))
     return flows
 
 
-# -- table 2: may this source segment reach that destination segment
+def _quarantined(net: Network, h: Host) -> bool:
+    return h.vm is not None and net.policy.vm_rule(h.vm).mode == "quarantine"
 
-def _policy(net: Network) -> list[Flow]:
-    flows = [flow(POLICY, 0, "policy-deny"),
+
+def mirror_actions(net: Network, hv: Hypervisor) -> list[tuple] | None:
+    """How this hypervisor copies a frame to the IDS: out its own IDS port, or
+    tagged with the mirror VLAN out the uplink to a remote IDS (the tag is
+    popped again so the original goes on unchanged). None: no IDS reachable."""
+    if hv.ids_port is not None:
+        return [("output", hv.ids_port)]
+    if net.mirror_vlan is not None and hv.uplink_port is not None:
+        return _tagged_uplink(net.mirror_vlan, hv.uplink_port) + [("pop_vlan",)]
+    return None
+
+
+# -- table 2: may this source segment reach that destination segment, and
+#    is the frame copied to the IDS. Applied once, at the ingress hypervisor.
+
+def _policy(net: Network, hv: Hypervisor, all_hosts: list[Host]) -> list[Flow]:
+    mirror = mirror_actions(net, hv) or []
+    flows = [flow(POLICY, 0, "policy-deny",
+                  actions=mirror if net.policy.mirror_denied else ()),
              # Frames from the uplink were judged by the sender's hypervisor;
-             # they pass only inside the segment of their tag.
+             # they pass only inside the segment of their tag, and are not
+             # copied again.
              flow(POLICY, 250, "uplink-cross-segment",
                   metadata=(FROM_UPLINK, FROM_UPLINK))]
     for seg in net.segments:
@@ -154,26 +183,68 @@ def _policy(net: Network) -> list[Flow]:
                                         SEGMENTS_MASK | FROM_UPLINK), goto=FORWARD))
     # Deny is the default (the priority-0 entry), so only what is allowed
     # costs entries: S segments and P allowed pairs give 2*S + 2*P, not S*S.
-    for src, dst in _allowed(net):
-        targets = (dst.vlan, 0) if src is dst else (dst.vlan,)
-        for dst_vlan in targets:
-            flows.append(flow(POLICY, 200, "policy-allow",
+    for src, dst, mode in _allowed(net):
+        for dst_vlan in ((dst.vlan, 0) if src is dst else (dst.vlan,)):
+            flows.append(flow(POLICY, 200, f"policy-{mode}",
                               metadata=(metadata(src.vlan, dst_vlan),
                                         SEGMENTS_MASK | FROM_UPLINK),
-                              goto=FORWARD))
+                              actions=mirror if mode == "mirror" else (), goto=FORWARD))
+    flows += _vm_mirrors(net, hv, all_hosts, mirror)
     return flows
 
 
+def _vm_mirrors(net: Network, hv: Hypervisor, all_hosts: list[Host],
+                mirror: list) -> list[Flow]:
+    """Per-VM mirror rules: copy what the VM sends (checked where it sits)
+    and what it receives (checked wherever the sender sits), among what the
+    segment policy allows. One entry matches a frame, so it is copied once."""
+    flows = []
+    allowed = list(_allowed(net))
+    for h in all_hosts:
+        rule = net.policy.vm_rule(h.vm) if h.vm else None
+        if rule is None or rule.mode != "mirror":
+            continue
+        for src, dst, _mode in allowed:
+            scope = SEGMENTS_MASK | FROM_UPLINK
+            if rule.mirrors_sent and src.vlan == h.vlan and h.hypervisor == hv.name:
+                for dst_vlan in ((dst.vlan, 0) if src is dst else (dst.vlan,)):
+                    flows.append(flow(POLICY, 220, f"mirror-sent:{h.vm}", eth_src=h.mac,
+                                      metadata=(metadata(src.vlan, dst_vlan), scope),
+                                      actions=mirror, goto=FORWARD))
+            if rule.mirrors_received and dst.vlan == h.vlan:
+                flows.append(flow(POLICY, 210, f"mirror-received:{h.vm}", eth_dst=h.mac,
+                                  metadata=(metadata(src.vlan, dst.vlan), scope),
+                                  actions=mirror, goto=FORWARD))
+                if src is dst:
+                    # A flood inside its segment reaches it too.
+                    flows.append(flow(POLICY, 210, f"mirror-received:{h.vm}",
+                                      metadata=(metadata(src.vlan, 0), scope),
+                                      actions=mirror, goto=FORWARD))
+    return _dedupe(flows)
+
+
+def _dedupe(flows: list[Flow]) -> list[Flow]:
+    """Two mirrored VMs of one segment ask for the same flood entry."""
+    seen, out = set(), []
+    for f in flows:
+        if f.key() not in seen:
+            seen.add(f.key())
+            out.append(f)
+    return out
+
+
 def _allowed(net: Network):
-    """(source, destination) segment pairs the policy allows, intra included."""
+    """(source, destination, mode) for the segment pairs the policy allows,
+    intra-segment included; mode is allow or mirror."""
     for seg in net.segments:
-        if net.policy.mode(seg.name, seg.name) == "allow":
-            yield seg, seg
-    for pair, mode in net.policy.pairs:
-        if mode == "allow":
-            a, b = (net.segment(name) for name in sorted(pair))
-            yield a, b
-            yield b, a
+        mode = net.policy.mode(seg.name, seg.name)
+        if mode != "deny":
+            yield seg, seg, mode
+    for (a, b), mode in net.policy.pairs:
+        if mode != "deny":
+            seg_a, seg_b = net.segment(a), net.segment(b)
+            yield seg_a, seg_b, mode
+            yield seg_b, seg_a, mode
 
 
 # -- table 3: where the frame leaves

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import yaml
 
-MODES = ("allow", "deny")          # policy modes this release compiles
+from .policy import Policy, PolicyError, parse as parse_policy
+
 MAX_VLAN = 4094
 MAX_PORT = 0xFFFFFF00              # OpenFlow 1.3: real ports are below OFPP_MAX
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,14}$")
@@ -72,20 +73,6 @@ class VM:
 
 
 @dataclass(frozen=True)
-class Policy:
-    """intra: mode inside every segment unless overridden;
-    pairs: unordered segment pair -> mode (absent pairs are denied)."""
-    intra: str = "allow"
-    segments: tuple[tuple[str, str], ...] = ()           # (segment, mode)
-    pairs: tuple[tuple[frozenset, str], ...] = ()         # ({a, b}, mode)
-
-    def mode(self, src: str, dst: str) -> str:
-        if src == dst:
-            return dict(self.segments).get(src, self.intra)
-        return dict(self.pairs).get(frozenset((src, dst)), "deny")
-
-
-@dataclass(frozen=True)
 class Options:
     packet_in_rate: int = 100          # packets/s the controller accepts
     packet_in_burst: int = 50
@@ -101,6 +88,7 @@ class Network:
     vms: tuple[VM, ...]
     policy: Policy = field(default_factory=Policy)
     options: Options = field(default_factory=Options)
+    mirror_vlan: int | None = None     # carries copies to a remote IDS over the uplinks
 
     def segment(self, name: str) -> Segment:
         return next(s for s in self.segments if s.name == name)
@@ -113,6 +101,22 @@ class Network:
 
     def vm(self, name: str) -> VM:
         return next(v for v in self.vms if v.name == name)
+
+    def with_policy(self, policy: Policy) -> "Network":
+        """The same network under another policy; PolicyError if it cannot work."""
+        check_policy(self, policy)
+        return replace(self, policy=policy)
+
+
+def check_policy(net: Network, policy: Policy) -> None:
+    """What a policy needs of the network: somewhere to send mirror copies."""
+    if not policy.mirrors_anything:
+        return
+    for hv in net.hypervisors:
+        if hv.ids_port is None and (net.mirror_vlan is None or hv.uplink_port is None):
+            raise PolicyError("policy", f"it mirrors traffic, but hypervisor {hv.name} has "
+                              "no ids_port, nor an uplink and a mirror.vlan to reach a "
+                              "remote IDS")
 
 
 # ---------------------------------------------------------------- parsing
@@ -218,14 +222,27 @@ class _Parser:
         if doc is None:
             self.fail("", "the file is empty")
         doc = self.mapping(doc, "", required=("segments", "hypervisors", "vms"),
-                           optional=("policy", "options"))
+                           optional=("policy", "options", "mirror"))
         options = self.options(doc.get("options") or {})
         segments = self.segments(doc["segments"])
         seg_names = {s.name for s in segments}
         hypervisors = self.hypervisors(doc["hypervisors"], seg_names, options)
         vms = self.vms(doc["vms"], segments, hypervisors)
-        policy = self.policy(doc.get("policy") or {}, seg_names)
-        return Network(self.source, segments, hypervisors, vms, policy, options)
+        mirror = self.mapping(doc.get("mirror") or {}, "mirror", optional=("vlan",))
+        mirror_vlan = None
+        if "vlan" in mirror:
+            mirror_vlan = self.integer(mirror["vlan"], "mirror.vlan", 1, MAX_VLAN)
+            for seg in segments:
+                if seg.vlan == mirror_vlan:
+                    self.fail("mirror.vlan", f"VLAN {mirror_vlan} is already used by "
+                                             f"segment '{seg.name}'")
+        net = Network(self.source, segments, hypervisors, vms, Policy(), options,
+                      mirror_vlan)
+        try:
+            return net.with_policy(parse_policy(doc.get("policy"), seg_names,
+                                                {vm.name for vm in vms}))
+        except PolicyError as e:
+            self.fail(e.place, e.problem)
 
     def options(self, raw: Any) -> Options:
         raw = self.mapping(raw, "options", optional=Options.__dataclass_fields__)
@@ -352,33 +369,3 @@ class _Parser:
                                          f"'{body['segment']}' subnet {subnet}")
             out.append(VM(name, hv, port, body["segment"], mac, ip))
         return tuple(out)
-
-    def policy(self, raw: Any, seg_names: set) -> Policy:
-        raw = self.mapping(raw, "policy", optional=("intra_segment", "segments", "pairs"))
-        intra = self.mode(raw.get("intra_segment", "allow"), "policy.intra_segment")
-        per_segment = []
-        for name, mode in (self.mapping(raw.get("segments") or {}, "policy.segments",
-                                        optional=seg_names)).items():
-            per_segment.append((name, self.mode(mode, f"policy.segments.{name}")))
-        pairs, seen = [], set()
-        for i, rule in enumerate(raw.get("pairs") or []):
-            place = f"policy.pairs[{i}]"
-            rule = self.mapping(rule, place, required=("segments", "mode"))
-            pair = rule["segments"]
-            if not isinstance(pair, list) or len(pair) != 2:
-                self.fail(f"{place}.segments", "must list two different segments")
-            for seg in pair:
-                self.reference(seg, seg_names, "segment", f"{place}.segments")
-            if pair[0] == pair[1]:
-                self.fail(f"{place}.segments", "must list two different segments")
-            key = frozenset(pair)
-            if key in seen:
-                self.fail(f"{place}.segments", f"pair {pair} is already given a mode")
-            seen.add(key)
-            pairs.append((key, self.mode(rule["mode"], f"{place}.mode")))
-        return Policy(intra, tuple(per_segment), tuple(pairs))
-
-    def mode(self, value: Any, place: str) -> str:
-        if value not in MODES:
-            self.fail(place, f"invalid mode {value!r} (one of: {', '.join(MODES)})")
-        return value

@@ -59,13 +59,29 @@ def flow_delete(dp, cookie: int):
                              match=parser.OFPMatch())
 
 
-def bundle(dp, bundle_id: int, messages: list) -> list:
-    """Wrap messages in an atomic ONF bundle: open, add..., commit."""
+def _bundle_flags(ofp) -> int:
+    return ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+
+
+def bundle_staged(dp, bundle_id: int, messages: list) -> list:
+    """Open a bundle, add the messages, close it: nothing takes effect yet."""
     ofp, parser = dp.ofproto, dp.ofproto_parser
-    flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+    flags = _bundle_flags(ofp)
     return ([parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, [])]
             + [parser.ONFBundleAddMsg(dp, bundle_id, flags, m, []) for m in messages]
-            + [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])])
+            + [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_CLOSE_REQUEST, flags, [])])
+
+
+def bundle_commit(dp, bundle_id: int):
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST,
+                                   _bundle_flags(ofp), [])
+
+
+def bundle_discard(dp, bundle_id: int):
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_DISCARD_REQUEST,
+                                   _bundle_flags(ofp), [])
 
 
 def controller_meter(dp, rate: int, burst: int, command: int):

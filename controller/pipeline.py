@@ -21,7 +21,7 @@ TABLE_MATCHES = {
     INGRESS: {"in_port", "vlan_vid", "eth_src", "eth_type", "ipv4_src",
               "arp_sha", "arp_spa"},
     DESTINATION: {"vlan_vid", "eth_type", "eth_dst"},
-    POLICY: {"metadata"},
+    POLICY: {"metadata", "eth_src", "eth_dst"},
     FORWARD: {"metadata", "eth_dst"},
 }
 TABLE_NEXT = {INGRESS: {DESTINATION}, DESTINATION: {POLICY}, POLICY: {FORWARD},

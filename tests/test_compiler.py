@@ -101,7 +101,7 @@ def test_cross_segment_unicast_is_dropped_when_policy_denies(net, fabric, src, d
 
 
 ALLOW_DMZ_INTERNAL = """policy:
-  intra_segment: allow
+  default: allow
   pairs:
     - {segments: [dmz, internal], mode: allow}
     - {segments: [dmz, management], mode: deny}

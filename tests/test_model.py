@@ -59,8 +59,10 @@ def test_example_file_loads_with_every_section(tmp_path):
     assert [(s.name, s.vlan) for s in net.segments] == [
         ("dmz", 10), ("internal", 20), ("management", 30)]
     assert [h.name for h in net.hypervisors] == ["hv1", "hv2"]
-    assert net.hypervisor("hv2").special_ports() == {1: "uplink_port", 2: "firewall_port",
+    assert net.hypervisor("hv1").special_ports() == {1: "uplink_port", 2: "firewall_port",
                                                       3: "ids_port"}
+    assert net.hypervisor("hv2").special_ports() == {1: "uplink_port", 2: "firewall_port"}
+    assert net.mirror_vlan == 900
     assert net.hypervisor("hv2").learning_ports == (model.LearningPort(20, "internal", 2),)
     assert len(net.vms) == 8
     web1 = net.vm("web1")
@@ -96,7 +98,7 @@ def test_learning_port_cap_defaults_to_options(example_doc, tmp_path):
 
 def test_policy_pairs_and_per_segment_modes_are_read(example_doc, tmp_path):
     def change(d):
-        d["policy"] = {"intra_segment": "allow", "segments": {"dmz": "deny"},
+        d["policy"] = {"default": "allow", "segments": {"dmz": "deny"},
                        "pairs": [{"segments": ["dmz", "internal"], "mode": "allow"}]}
     net = load_doc(tmp_path, mutated(example_doc, change))
     assert net.policy.mode("dmz", "dmz") == "deny"
@@ -228,13 +230,13 @@ BAD_DOCS = {
         lambda d: d["policy"].update(pairs=[{"segments": ["dmz", "internal"],
                                              "mode": "permit"}]),
         "policy.pairs[0].mode", ["invalid mode", "permit"]),
-    "invalid intra-segment mode": (lambda d: d["policy"].update(intra_segment="steer"),
-                                   "policy.intra_segment", ["invalid mode", "steer"]),
+    "invalid default mode": (lambda d: d["policy"].update(default="steer"),
+                                   "policy.default", ["invalid mode", "steer"]),
     "invalid per-segment mode": (lambda d: d["policy"].update(segments={"dmz": "maybe"}),
                                  "policy.segments.dmz", ["invalid mode", "maybe"]),
     "unknown segment in per-segment policy": (
         lambda d: d["policy"].update(segments={"lab": "deny"}),
-        "policy.segments.lab", ["unknown key"]),
+        "policy.segments.lab", ["unknown segment", "lab"]),
     # The model compares these values against sets of names; a value of the
     # wrong type must still be a NetworkFileError, not a crash.
     "segment given as a list": (set_vm("web1", segment=["dmz"]), "vms.web1.segment", []),

@@ -51,7 +51,7 @@ def network_docs(draw) -> dict:
                         "mac": f"02:00:00:00:00:{i + 1:02x}", "ip": f"10.0.0.{i + 1}"}
     modes = st.sampled_from(["allow", "deny"])
     # Mostly permissive, so that many frames have somewhere to go.
-    policy = {"intra_segment": draw(st.sampled_from(["allow", "allow", "allow", "deny"])),
+    policy = {"default": draw(st.sampled_from(["allow", "allow", "allow", "deny"])),
               "segments": {s: draw(modes) for s in segs if not draw(st.integers(0, 3))},
               "pairs": []}
     for i, a in enumerate(segs):

@@ -11,7 +11,9 @@ What a lab holds (node names as in the file):
     IP 10.255.n.m/8), `<hv>fw` on the firewall port, `<hv>ids` on the IDS
     port (these two have no IP);
   - a `core` bridge, the physical network: a plain learning switch with no
-    controller, joining every hypervisor's uplink port.
+    controller, joining every hypervisor's uplink port;
+  - `ids` on the core, an access port of the mirror VLAN, when the file
+    declares `mirror.vlan`: the central IDS that receives remote copies.
 Interface names: `<host>-eth0` inside a host, `<hv>-p<port>` on a hypervisor
 bridge (<port> is the OpenFlow port number), `core-p<n>` on the core.
 
@@ -44,6 +46,7 @@ from controller import model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE = "core"
+CENTRAL_IDS = "ids"       # on the core, in the mirror VLAN, when the file has one
 IFNAMSIZ = 15                                        # Linux: 15 chars + NUL
 SPARE_NET = ipaddress.IPv4Network("10.255.0.0/16")   # learning-port hosts
 DEFAULT_PREFIX = 8                                   # segments without a subnet
@@ -113,7 +116,26 @@ def _root_ifnames(network: model.Network, specs, core: str = CORE) -> dict[str, 
     for n, hv in enumerate(_uplinked(network), start=1):
         names[f"{hv.name}-p{hv.uplink_port}"] = hv.name
         names[f"{core}-p{n}"] = core
+    if _has_central_ids(network):
+        names[_central_ids_port(network, core)] = core
     return names
+
+
+def _has_central_ids(network: model.Network) -> bool:
+    return network.mirror_vlan is not None and bool(_uplinked(network))
+
+
+def _central_ids_port(network: model.Network, core: str = CORE) -> str:
+    """The core's port for the central IDS: after the uplinks."""
+    return f"{core}-p{len(_uplinked(network)) + 1}"
+
+
+def tag_central_ids(network: model.Network, core: str = CORE) -> None:
+    """Make the central IDS an access port of the mirror VLAN on the core, as
+    a sensor on a physical switch would be: it receives the copies untagged."""
+    if _has_central_ids(network):
+        subprocess.run(["ovs-vsctl", "set", "port", _central_ids_port(network, core),
+                        f"tag={network.mirror_vlan}"], check=True, capture_output=True)
 
 
 def _check_names(network: model.Network, specs, core: str) -> None:
@@ -126,6 +148,10 @@ def _check_names(network: model.Network, specs, core: str) -> None:
         if core in roles:
             fail(f"the name {core!r} is reserved for the lab's core switch")
         roles[core] = "the core switch"
+    if _has_central_ids(network):
+        if CENTRAL_IDS in roles:
+            fail(f"the name {CENTRAL_IDS!r} is reserved for the lab's central IDS")
+        roles[CENTRAL_IDS] = "the central IDS"
     for s in specs:
         if s.name in roles:
             fail(f"lab node name {s.name!r} would be used twice: by the {s.role} "
@@ -183,6 +209,11 @@ def build_network(network: model.Network, ofp_port: int | None,
             net.addLink(hv.name, core, port1=hv.uplink_port, port2=n,
                         intfName1=f"{hv.name}-p{hv.uplink_port}",
                         intfName2=f"{core}-p{n}")
+        if _has_central_ids(network):
+            net.addHost(CENTRAL_IDS, ip=None)
+            net.addLink(CENTRAL_IDS, core, port2=len(uplinked) + 1,
+                        intfName1=f"{CENTRAL_IDS}-eth0",
+                        intfName2=_central_ids_port(network, core))
         for s in specs:
             net.addHost(s.name, ip=s.ip, mac=s.mac)
             # port2 becomes the OVS ofport_request: the port the file declares.
@@ -383,6 +414,7 @@ class Lab:
             self._shells = {n.pid: n.name for n in nodes}
             self._netns = {os.readlink(f"/proc/{h.pid}/ns/net") for h in self.net.hosts}
             disable_offload(self.net)
+            tag_central_ids(self.network, self.core)
             if self.controller:
                 self.wait_ready()
             else:
