@@ -342,13 +342,18 @@ class Trace:
         return {(hv, port) for hv, port, _ in self.deliveries}
 
 
+CENTRAL_IDS = ("core", 0)
+
+
 class Fabric:
     """Every hypervisor of a network, joined by a core switch on their uplinks.
 
     The core is modelled as flooding: a frame a hypervisor outputs on its
     uplink reaches the uplink port of every other hypervisor (a learning core
     delivers to a subset of these, so checking against flooding is the
-    conservative choice). Outputs on any other port are deliveries.
+    conservative choice). Outputs on any other port are deliveries. A frame
+    tagged with the network's mirror VLAN also reaches the central IDS, an
+    access port of that VLAN on the core: delivered untagged at CENTRAL_IDS.
     """
 
     def __init__(self, network, flows_by_hv: dict[str, list[Flow]], max_hops: int = 8,
@@ -381,6 +386,9 @@ class Fabric:
             for port, out in outputs:
                 if port == self.uplinks[hv]:
                     trace.uplink_hops.append((hv, out))
+                    mirror_vlan = getattr(self.network, "mirror_vlan", None)
+                    if out.vlans and out.vlans[0] == mirror_vlan:
+                        trace.deliveries.append((*CENTRAL_IDS, out.with_tags(*out.vlans[1:])))
                     for other, uplink in self.uplinks.items():
                         if other != hv and uplink is not None:
                             queue.append((other, uplink, out, hops + 1))
