@@ -503,7 +503,11 @@ class Lab:
 
     def status(self) -> dict:
         """The controller's health document (GET /api/v1/health)."""
-        with _http.open(f"{self.rest_url}/api/v1/health", timeout=2) as r:
+        return self.api("/api/v1/health")
+
+    def api(self, path: str) -> dict:
+        """GET a document from the controller's REST API."""
+        with _http.open(f"{self.rest_url}{path}", timeout=5) as r:
             return json.load(r)
 
     def wait_ready(self, timeout: float | None = None) -> dict:

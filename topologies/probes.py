@@ -47,11 +47,15 @@ class Capture:
         fd, self.path = tempfile.mkstemp(prefix=f"cap-{host.name}-", suffix=".pcap")
         os.close(fd)
         self.proc = None
+        self.kernel_drops = 0
 
     def start(self) -> "Capture":
         # -U: write each packet at once, so SIGINT leaves a complete file.
-        self.proc = self.host.popen(["tcpdump", "-n", "-U", "--immediate-mode", "-Q", "in", "-i", self.interface,
-                                     "-w", self.path] + ([self.bpf] if self.bpf else []),
+        # --immediate-mode and a 16 MB buffer (-B): without them the kernel
+        # drops packets under load, or holds the last ones back at SIGINT.
+        self.proc = self.host.popen(["tcpdump", "-n", "-U", "--immediate-mode", "-B", "16384",
+                                     "-Q", "in", "-i", self.interface, "-w", self.path]
+                                    + ([self.bpf] if self.bpf else []),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _wait_listening(self.proc)
         return self
@@ -65,9 +69,15 @@ class Capture:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            report = (self.proc.stderr.read() or b"").decode(errors="replace")
+            m = re.search(r"(\d+) packets? dropped by kernel", report)
+            self.kernel_drops = int(m.group(1)) if m else 0
 
     def packets(self, bpf: str = "") -> list[str]:
         """The captured packets as tcpdump -e lines, optionally filtered again."""
+        if self.kernel_drops:
+            raise RuntimeError(f"tcpdump on {self.host.name} lost {self.kernel_drops} "
+                               "packets: a count would be wrong")
         out = subprocess.run(["tcpdump", "-n", "-e", "-r", self.path]
                              + ([bpf] if bpf else []),
                              capture_output=True, text=True).stdout

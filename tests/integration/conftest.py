@@ -46,3 +46,12 @@ def flow_packets(bridge: str, needle: str) -> int:
         if needle in line:
             total += int(line.split("n_packets=")[1].split(",")[0])
     return total
+
+
+def example_variant(tmp_path, policy: str, name: str = "variant.yaml") -> str:
+    """The bundled example with its policy section replaced; returns the path."""
+    with open(EXAMPLE) as f:
+        text = f.read()
+    path = tmp_path / name
+    path.write_text(text[:text.index("\npolicy:")] + "\npolicy:\n" + policy)
+    return str(path)
