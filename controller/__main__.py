@@ -1,7 +1,9 @@
 """Launcher: `python -m controller --network FILE [listen options]`.
 
-Validates the network file first (a bad file exits 2 before anything
-connects), applies the eventlet shim, then runs ryu-manager with the apps.
+Validates the network file, the state file and the API token first (any of
+them bad exits 2 before anything connects), applies the eventlet shim, then
+runs ryu-manager with the apps. Settings reach the app as environment
+variables, so `ryu-manager apps.segment_switch` can be run by hand too.
 """
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ import argparse
 import os
 import sys
 
-from . import model, shim
+from . import auth, model, shim, store
 
 APPS = ["apps.segment_switch"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(argv=None) -> int:
@@ -22,15 +25,39 @@ def main(argv=None) -> int:
     ap.add_argument("--ofp-port", type=int, default=6653, help="OpenFlow listen port")
     ap.add_argument("--rest-host", default="127.0.0.1", help="REST API listen address")
     ap.add_argument("--rest-port", type=int, default=8080, help="REST API listen port")
+    ap.add_argument("--state-file",
+                    help="where policy changes made through the API are saved and "
+                         "restored from (default: state/<network file name>.policy.json "
+                         "in the repository)")
+    ap.add_argument("--token-file", help="file holding the bearer token the REST API "
+                                         f"wants for writes (else ${auth.TOKEN_ENV}; "
+                                         "with neither, the API is read-only)")
+    ap.add_argument("--insecure-rest", action="store_true",
+                    help="accept REST writes without a token (closed labs only)")
     ap.add_argument("--log-file", help="log here instead of standard error")
     ap.add_argument("--verbose", action="store_true", help="debug logging")
     args, ryu_args = ap.parse_known_args(argv)
     try:
-        model.load(args.network)
-    except model.NetworkFileError as e:
+        network = model.load(args.network)
+        state_file = os.path.abspath(args.state_file or
+                                     store.default_path(REPO, args.network))
+        store.load(state_file, network)
+        token = auth.load_token(args.token_file)
+    except (model.NetworkFileError, store.StateFileError, auth.TokenError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if token is not None and args.insecure_rest:
+        print("error: --insecure-rest with a token configured: choose one",
+              file=sys.stderr)
+        return 2
     os.environ["VGUARD_NETWORK"] = os.path.abspath(args.network)
+    os.environ["VGUARD_STATE_FILE"] = state_file
+    os.environ.pop("VGUARD_TOKEN_FILE", None)
+    os.environ.pop("VGUARD_INSECURE_REST", None)
+    if args.token_file:
+        os.environ["VGUARD_TOKEN_FILE"] = os.path.abspath(args.token_file)
+    if args.insecure_rest:
+        os.environ["VGUARD_INSECURE_REST"] = "1"
     shim.apply()
     from ryu.cmd import manager
     ryu_argv = ["--ofp-listen-host", args.ofp_host,

@@ -11,10 +11,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from .model import Hypervisor, Network
-from .pipeline import (CONTROLLER_METER, DESTINATION, DST_SEGMENT_MASK,
-                       ETH_TYPE_ARP, ETH_TYPE_IP, FORWARD, FROM_UPLINK, INGRESS,
-                       KIND_LEARNED, MULTICAST, OFPVID_NONE, OFPVID_PRESENT, POLICY,
-                       SEGMENTS_MASK, VLAN_TPIDS, Flow, flow, metadata)
+from .pipeline import (CLASS_MASK, CONTROLLER_METER, DESTINATION, DST_SEGMENT_MASK,
+                       ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_PROBE, FORWARD, FROM_FIREWALL,
+                       FROM_UPLINK, INGRESS, KIND_LEARNED, MULTICAST, OFPVID_NONE,
+                       OFPVID_PRESENT, POLICY, VLAN_TPIDS, Flow, flow, metadata)
 
 PACKET_IN_BYTES = 0xFFFF       # OFPCML_NO_BUFFER: the whole frame, so it can be re-injected
 
@@ -49,9 +49,10 @@ def hosts(net: Network, learned: frozenset[LearnedHost] = frozenset()) -> list[H
     return out
 
 
-def compile_network(net: Network, learned: frozenset[LearnedHost] = frozenset()
-                    ) -> dict[str, list[Flow]]:
-    """Hypervisor name -> its flow entries."""
+def compile_network(net: Network, learned: frozenset[LearnedHost] = frozenset(),
+                    firewalls_down: frozenset[str] = frozenset()) -> dict[str, list[Flow]]:
+    """Hypervisor name -> its flow entries. firewalls_down: hypervisors whose
+    firewall does not return steered traffic (steering.fail then decides)."""
     all_hosts = hosts(net, learned)
     learned_per_port = defaultdict(int)
     for lh in learned:
@@ -60,7 +61,7 @@ def compile_network(net: Network, learned: frozenset[LearnedHost] = frozenset()
     for hv in net.hypervisors:
         flows = (_ingress(net, hv, all_hosts, learned_per_port)
                  + _destination(net, all_hosts)
-                 + _policy(net, hv, all_hosts)
+                 + _policy(net, hv, all_hosts, hv.name in firewalls_down)
                  + _forward(net, hv, all_hosts))
         _check_unique(hv.name, flows)
         out[hv.name] = flows
@@ -83,7 +84,7 @@ def _ingress(net: Network, hv: Hypervisor, all_hosts: list[Host],
     for h in all_hosts:
         if h.hypervisor != hv.name:
             continue
-        classify = dict(write_metadata=(metadata(h.vlan), SEGMENTS_MASK | FROM_UPLINK),
+        classify = dict(write_metadata=(metadata(h.vlan), CLASS_MASK),
                         goto=DESTINATION)
         if h.ip is None:
             # Learned host: its MAC is pinned to its port; its IP is not known.
@@ -117,13 +118,36 @@ def _ingress(net: Network, hv: Hypervisor, all_hosts: list[Host],
             flows.append(flow(INGRESS, 200, "uplink", in_port=hv.uplink_port,
                               vlan_vid=OFPVID_PRESENT | seg.vlan, actions=[("pop_vlan",)],
                               write_metadata=(metadata(seg.vlan, uplink=True),
-                                              SEGMENTS_MASK | FROM_UPLINK),
+                                              CLASS_MASK),
                               goto=DESTINATION))
         flows.append(flow(INGRESS, 100, "uplink-unknown-vlan", in_port=hv.uplink_port))
+    if hv.firewall_port is not None and net.policy.steers_anything:
+        flows += _firewall_returns(net, hv)
     for port, role in hv.special_ports().items():
         if role != "uplink_port":
-            # Firewall and IDS ports send nothing into the switch in this mode.
+            # The IDS port never sends; the firewall port only returns what
+            # was steered to it, tagged as expected (entries above).
             flows.append(flow(INGRESS, 100, role.replace("_", "-"), in_port=port))
+    return flows
+
+
+def _firewall_returns(net: Network, hv: Hypervisor) -> list[Flow]:
+    """A frame coming back from the firewall on a segment's return VLAN
+    belongs to that segment again, marked so it is never steered twice."""
+    flows = []
+    for seg in net.segments:
+        back = OFPVID_PRESENT | net.steering.return_vlan(seg.vlan)
+        flows.append(flow(INGRESS, 200, "firewall-return", in_port=hv.firewall_port,
+                          vlan_vid=back, actions=[("pop_vlan",)],
+                          write_metadata=(metadata(seg.vlan, firewall=True), CLASS_MASK),
+                          goto=DESTINATION))
+    # The controller's health probe, sent out tagged with the first
+    # segment's VLAN, must come back on its return VLAN.
+    first = net.segments[0].vlan
+    flows.append(flow(INGRESS, 300, "firewall-probe", in_port=hv.firewall_port,
+                      vlan_vid=OFPVID_PRESENT | net.steering.return_vlan(first),
+                      eth_type=ETH_TYPE_PROBE, meter=CONTROLLER_METER,
+                      actions=[("controller", PACKET_IN_BYTES)]))
     return flows
 
 
@@ -167,59 +191,105 @@ def mirror_actions(net: Network, hv: Hypervisor) -> list[tuple] | None:
 # -- table 2: may this source segment reach that destination segment, and
 #    is the frame copied to the IDS. Applied once, at the ingress hypervisor.
 
-def _policy(net: Network, hv: Hypervisor, all_hosts: list[Host]) -> list[Flow]:
-    mirror = mirror_actions(net, hv) or []
+def _policy(net: Network, hv: Hypervisor, all_hosts: list[Host],
+            firewall_down: bool) -> list[Flow]:
+    treat = _Treatment(net, hv, firewall_down)
     flows = [flow(POLICY, 0, "policy-deny",
-                  actions=mirror if net.policy.mirror_denied else ()),
+                  actions=treat.mirror if net.policy.mirror_denied else ()),
              # Frames from the uplink were judged by the sender's hypervisor;
              # they pass only inside the segment of their tag, and are not
              # copied again.
              flow(POLICY, 250, "uplink-cross-segment",
-                  metadata=(FROM_UPLINK, FROM_UPLINK))]
+                  metadata=(FROM_UPLINK, FROM_UPLINK)),
+             # Frames back from the firewall were judged here before they
+             # left; they pass if they are what was steered, and are never
+             # steered again.
+             flow(POLICY, 250, "firewall-unexpected-return",
+                  metadata=(FROM_FIREWALL, FROM_FIREWALL))]
     for seg in net.segments:
         for dst_vlan in (seg.vlan, 0):
             flows.append(flow(POLICY, 300, "uplink-pass",
                               metadata=(metadata(seg.vlan, dst_vlan, uplink=True),
-                                        SEGMENTS_MASK | FROM_UPLINK), goto=FORWARD))
+                                        CLASS_MASK), goto=FORWARD))
     # Deny is the default (the priority-0 entry), so only what is allowed
     # costs entries: S segments and P allowed pairs give 2*S + 2*P, not S*S.
     for src, dst, mode in _allowed(net):
-        for dst_vlan in ((dst.vlan, 0) if src is dst else (dst.vlan,)):
-            flows.append(flow(POLICY, 200, f"policy-{mode}",
-                              metadata=(metadata(src.vlan, dst_vlan),
-                                        SEGMENTS_MASK | FROM_UPLINK),
-                              actions=mirror if mode == "mirror" else (), goto=FORWARD))
-    flows += _vm_mirrors(net, hv, all_hosts, mirror)
+        mirror, steer = mode in ("mirror", "steer-mirror"), mode in ("steer", "steer-mirror")
+        match = metadata(src.vlan, dst.vlan)
+        flows.append(treat.entry(200, mode, src.vlan, mirror, steer,
+                                 metadata=(match, CLASS_MASK)))
+        if steer:
+            flows.append(flow(POLICY, 300, "firewall-return",
+                              metadata=(metadata(src.vlan, dst.vlan, firewall=True),
+                                        CLASS_MASK), goto=FORWARD))
+        if src is dst:
+            # Floods stay in the segment and are never steered: after a
+            # hairpin the sender's own port could not be left out.
+            flows.append(treat.entry(200, mode, src.vlan, mirror, False,
+                                     metadata=(metadata(src.vlan, 0), CLASS_MASK)))
+    flows += _vm_rules(net, hv, all_hosts, treat)
     return flows
 
 
-def _vm_mirrors(net: Network, hv: Hypervisor, all_hosts: list[Host],
-                mirror: list) -> list[Flow]:
-    """Per-VM mirror rules: copy what the VM sends (checked where it sits)
-    and what it receives (checked wherever the sender sits), among what the
-    segment policy allows. One entry matches a frame, so it is copied once."""
+class _Treatment:
+    """Turns (copy to the IDS?, through the firewall?) into a table-2 entry."""
+
+    def __init__(self, net: Network, hv: Hypervisor, firewall_down: bool):
+        self.net, self.hv, self.firewall_down = net, hv, firewall_down
+        self.mirror = mirror_actions(net, hv) or []
+
+    def entry(self, priority: int, reason: str, vlan: int, mirror: bool, steer: bool,
+              **match) -> Flow:
+        actions = list(self.mirror) if mirror else []
+        if steer and self.firewall_down:
+            if self.net.steering.fail == "closed":
+                return flow(POLICY, priority, "steer-fail-closed", actions=actions, **match)
+            return flow(POLICY, priority, "steer-fail-open", actions=actions,
+                        goto=FORWARD, **match)
+        if steer:
+            # Out the firewall port tagged with the segment's VLAN; it comes
+            # back on the return VLAN (table 0) and is delivered then.
+            return flow(POLICY, priority, f"policy-{reason}",
+                        actions=actions + [("push_vlan",), ("set_vlan", vlan),
+                                           ("output", self.hv.firewall_port)], **match)
+        return flow(POLICY, priority, f"policy-{reason}", actions=actions, goto=FORWARD,
+                    **match)
+
+
+def _vm_rules(net: Network, hv: Hypervisor, all_hosts: list[Host],
+              treat: _Treatment) -> list[Flow]:
+    """Per-VM rules: copy (mirror) or steer what the VM sends (checked where
+    it sits) and what it receives (checked wherever the sender sits), among
+    what the segment policy allows. One entry matches a frame, so it is
+    treated once; a VM rule adds to the segment's treatment."""
     flows = []
     allowed = list(_allowed(net))
     for h in all_hosts:
         rule = net.policy.vm_rule(h.vm) if h.vm else None
-        if rule is None or rule.mode != "mirror":
+        if rule is None or rule.mode not in ("mirror", "steer"):
             continue
-        for src, dst, _mode in allowed:
-            scope = SEGMENTS_MASK | FROM_UPLINK
-            if rule.mirrors_sent and src.vlan == h.vlan and h.hypervisor == hv.name:
-                for dst_vlan in ((dst.vlan, 0) if src is dst else (dst.vlan,)):
-                    flows.append(flow(POLICY, 220, f"mirror-sent:{h.vm}", eth_src=h.mac,
-                                      metadata=(metadata(src.vlan, dst_vlan), scope),
-                                      actions=mirror, goto=FORWARD))
-            if rule.mirrors_received and dst.vlan == h.vlan:
-                flows.append(flow(POLICY, 210, f"mirror-received:{h.vm}", eth_dst=h.mac,
-                                  metadata=(metadata(src.vlan, dst.vlan), scope),
-                                  actions=mirror, goto=FORWARD))
-                if src is dst:
+        sent = rule.mirrors_sent or rule.mode == "steer"
+        received = rule.mirrors_received or rule.mode == "steer"
+        for src, dst, mode in allowed:
+            mirror = rule.mode == "mirror" or mode in ("mirror", "steer-mirror")
+            steer = rule.mode == "steer" or mode in ("steer", "steer-mirror")
+            reason = f"vm-{rule.mode}:{h.vm}"
+            if sent and src.vlan == h.vlan and h.hypervisor == hv.name:
+                flows.append(treat.entry(220, reason, src.vlan, mirror, steer,
+                                         eth_src=h.mac, metadata=(metadata(src.vlan, dst.vlan),
+                                                                  CLASS_MASK)))
+                if src is dst and rule.mode == "mirror":
+                    flows.append(treat.entry(220, reason, src.vlan, True, False,
+                                             eth_src=h.mac,
+                                             metadata=(metadata(src.vlan, 0), CLASS_MASK)))
+            if received and dst.vlan == h.vlan:
+                flows.append(treat.entry(210, reason, src.vlan, mirror, steer,
+                                         eth_dst=h.mac, metadata=(metadata(src.vlan, dst.vlan),
+                                                                  CLASS_MASK)))
+                if src is dst and rule.mode == "mirror":
                     # A flood inside its segment reaches it too.
-                    flows.append(flow(POLICY, 210, f"mirror-received:{h.vm}",
-                                      metadata=(metadata(src.vlan, 0), scope),
-                                      actions=mirror, goto=FORWARD))
+                    flows.append(treat.entry(210, reason, src.vlan, True, False,
+                                             metadata=(metadata(src.vlan, 0), CLASS_MASK)))
     return _dedupe(flows)
 
 
@@ -235,7 +305,7 @@ def _dedupe(flows: list[Flow]) -> list[Flow]:
 
 def _allowed(net: Network):
     """(source, destination, mode) for the segment pairs the policy allows,
-    intra-segment included; mode is allow or mirror."""
+    intra-segment included; mode is anything but deny."""
     for seg in net.segments:
         mode = net.policy.mode(seg.name, seg.name)
         if mode != "deny":
@@ -275,13 +345,13 @@ def _forward(net: Network, hv: Hypervisor, all_hosts: list[Host]) -> list[Flow]:
         local = [("output", p) for p in ports]
         flows.append(flow(FORWARD, 150, "flood-from-uplink",
                           metadata=(metadata(seg.vlan, 0, uplink=True),
-                                    SEGMENTS_MASK | FROM_UPLINK),
+                                    CLASS_MASK),
                           actions=local))
         out = list(local)
         if hv.uplink_port is not None and seg.vlan in remote_segments:
             out += _tagged_uplink(seg.vlan, hv.uplink_port)
         flows.append(flow(FORWARD, 100, "flood", metadata=(metadata(seg.vlan, 0),
-                                                           SEGMENTS_MASK | FROM_UPLINK),
+                                                           CLASS_MASK),
                           actions=out))
     return flows
 

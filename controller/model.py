@@ -81,6 +81,20 @@ class Options:
 
 
 @dataclass(frozen=True)
+class Steering:
+    """How steered frames are marked on the firewall port, and what happens
+    when the firewall is gone. A frame of segment S leaves tagged with S's
+    VLAN and must come back tagged S + return_offset."""
+    fail: str = "closed"              # closed: drop steered traffic; open: deliver it
+    return_offset: int = 1000
+    probe_interval: float = 1.0       # seconds between firewall health probes
+    probe_misses: int = 3             # probes lost in a row before it counts as down
+
+    def return_vlan(self, vlan: int) -> int:
+        return vlan + self.return_offset
+
+
+@dataclass(frozen=True)
 class Network:
     source: str
     segments: tuple[Segment, ...]
@@ -89,6 +103,7 @@ class Network:
     policy: Policy = field(default_factory=Policy)
     options: Options = field(default_factory=Options)
     mirror_vlan: int | None = None     # carries copies to a remote IDS over the uplinks
+    steering: "Steering" = field(default_factory=lambda: Steering())
 
     def segment(self, name: str) -> Segment:
         return next(s for s in self.segments if s.name == name)
@@ -109,14 +124,32 @@ class Network:
 
 
 def check_policy(net: Network, policy: Policy) -> None:
-    """What a policy needs of the network: somewhere to send mirror copies."""
-    if not policy.mirrors_anything:
-        return
+    """What a policy needs of the network: somewhere to send mirror copies,
+    a firewall port for steered traffic."""
     for hv in net.hypervisors:
-        if hv.ids_port is None and (net.mirror_vlan is None or hv.uplink_port is None):
+        if policy.mirrors_anything and hv.ids_port is None and (
+                net.mirror_vlan is None or hv.uplink_port is None):
             raise PolicyError("policy", f"it mirrors traffic, but hypervisor {hv.name} has "
                               "no ids_port, nor an uplink and a mirror.vlan to reach a "
                               "remote IDS")
+        if policy.steers_anything and hv.firewall_port is None:
+            raise PolicyError("policy", f"it steers traffic, but hypervisor {hv.name} has "
+                              "no firewall_port")
+    if policy.steers_anything:
+        _check_return_vlans(net)
+
+
+def _check_return_vlans(net: Network) -> None:
+    taken = {s.vlan: f"segment '{s.name}'" for s in net.segments}
+    if net.mirror_vlan is not None:
+        taken[net.mirror_vlan] = "the mirror VLAN"
+    for seg in net.segments:
+        back = net.steering.return_vlan(seg.vlan)
+        if back > MAX_VLAN or back in taken:
+            why = f"above {MAX_VLAN}" if back > MAX_VLAN else f"already {taken[back]}"
+            raise PolicyError("steering.return_offset", f"it steers traffic, but segment "
+                              f"'{seg.name}' would come back from the firewall on VLAN "
+                              f"{back}, {why}")
 
 
 # ---------------------------------------------------------------- parsing
@@ -222,7 +255,7 @@ class _Parser:
         if doc is None:
             self.fail("", "the file is empty")
         doc = self.mapping(doc, "", required=("segments", "hypervisors", "vms"),
-                           optional=("policy", "options", "mirror"))
+                           optional=("policy", "options", "mirror", "steering"))
         options = self.options(doc.get("options") or {})
         segments = self.segments(doc["segments"])
         seg_names = {s.name for s in segments}
@@ -236,8 +269,9 @@ class _Parser:
                 if seg.vlan == mirror_vlan:
                     self.fail("mirror.vlan", f"VLAN {mirror_vlan} is already used by "
                                              f"segment '{seg.name}'")
+        steering = self.steering(doc.get("steering") or {}, segments, mirror_vlan)
         net = Network(self.source, segments, hypervisors, vms, Policy(), options,
-                      mirror_vlan)
+                      mirror_vlan, steering)
         try:
             return net.with_policy(parse_policy(doc.get("policy"), seg_names,
                                                 {vm.name for vm in vms}))
@@ -249,6 +283,21 @@ class _Parser:
         values = {key: self.integer(raw[key], f"options.{key}", 1, 1_000_000)
                   for key in raw}
         return Options(**values)
+
+    def steering(self, raw: Any, segments, mirror_vlan) -> Steering:
+        raw = self.mapping(raw, "steering", optional=("fail", "return_offset",
+                                                      "probe_interval", "probe_misses"))
+        fail = raw.get("fail", "closed")
+        if fail not in ("closed", "open"):
+            self.fail("steering.fail", f"must be closed or open, got {fail!r}")
+        offset = self.integer(raw.get("return_offset", 1000), "steering.return_offset",
+                              1, MAX_VLAN - 1)
+        interval = raw.get("probe_interval", 1.0)
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
+                or not 0.1 <= interval <= 60:
+            self.fail("steering.probe_interval", f"must be 0.1..60 seconds, got {interval!r}")
+        misses = self.integer(raw.get("probe_misses", 3), "steering.probe_misses", 1, 100)
+        return Steering(fail, offset, float(interval), misses)
 
     def segments(self, raw: Any) -> tuple[Segment, ...]:
         raw = self.names(raw, "segments")

@@ -31,11 +31,15 @@ TABLE_NEXT = {INGRESS: {DESTINATION}, DESTINATION: {POLICY}, POLICY: {FORWARD},
 SRC_SEGMENT_SHIFT, SRC_SEGMENT_MASK = 0, 0xFFF           # VLAN of sender's segment
 DST_SEGMENT_SHIFT, DST_SEGMENT_MASK = 12, 0xFFF << 12    # VLAN of receiver's; 0 = flood
 FROM_UPLINK = 1 << 24                                    # policy already applied upstream
+FROM_FIREWALL = 1 << 25                                  # came back from the firewall
 SEGMENTS_MASK = SRC_SEGMENT_MASK | DST_SEGMENT_MASK
+CLASS_MASK = SEGMENTS_MASK | FROM_UPLINK | FROM_FIREWALL  # everything table 0 decides
 
 OFPVID_PRESENT = 0x1000
 OFPVID_NONE = 0x0000
 ETH_TYPE_IP, ETH_TYPE_ARP = 0x0800, 0x0806
+ETH_TYPE_PROBE = 0x88B5        # IEEE local experimental: firewall health probes
+PROBE_MAC = "02:5e:c0:00:00:01"
 # VLAN TPIDs: 802.1Q, 802.1ad (QinQ), and the pre-standard QinQ one.
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
 MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")   # eth_dst value/mask
@@ -52,9 +56,10 @@ KIND_LEARNED = 2       # a learned host's ingress entry (adopted back on restart
 CONTROLLER_METER = 1   # rate-limits everything sent to the controller
 
 
-def metadata(src_vlan: int = 0, dst_vlan: int = 0, uplink: bool = False):
+def metadata(src_vlan: int = 0, dst_vlan: int = 0, uplink: bool = False,
+             firewall: bool = False):
     return (src_vlan << SRC_SEGMENT_SHIFT) | (dst_vlan << DST_SEGMENT_SHIFT) \
-        | (FROM_UPLINK if uplink else 0)
+        | (FROM_UPLINK if uplink else 0) | (FROM_FIREWALL if firewall else 0)
 
 
 @dataclass(frozen=True)

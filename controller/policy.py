@@ -8,17 +8,19 @@ Pure Python. Four scopes, the most specific wins:
 Traffic between two segments that no pair names is denied.
 
 Segment, pair and default modes: deny | allow | mirror (allow, and copy to
-the IDS). VM modes: allow (no override) | mirror (copy what the VM sends,
-receives or both, of what the other scopes allow) | quarantine (nothing in
-or out). Mirroring never changes what is delivered.
+the IDS) | steer (allow, through the physical firewall) | steer-mirror
+(both). VM modes: allow (no override) | mirror (copy what the VM sends,
+receives or both, of what the other scopes allow) | steer (send what the
+VM sends or receives, of what the other scopes allow, through the firewall)
+| quarantine (nothing in or out). Mirroring never changes what is delivered.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-SCOPE_MODES = ("deny", "allow", "mirror")
-VM_MODES = ("allow", "mirror", "quarantine")
+SCOPE_MODES = ("deny", "allow", "mirror", "steer", "steer-mirror")
+VM_MODES = ("allow", "mirror", "steer", "quarantine")
 DIRECTIONS = ("both", "sent", "received")
 
 
@@ -59,11 +61,17 @@ class Policy:
     def vm_rule(self, vm: str) -> VMRule:
         return dict(self.vms).get(vm, VMRule())
 
+    def _modes(self) -> set:
+        return ({self.default} | {m for _, m in self.segments} | {m for _, m in self.pairs}
+                | {r.mode for _, r in self.vms})
+
     @property
     def mirrors_anything(self) -> bool:
-        modes = [self.default] + [m for _, m in self.segments] + [m for _, m in self.pairs]
-        return ("mirror" in modes or self.mirror_denied
-                or any(r.mode == "mirror" for _, r in self.vms))
+        return bool(self._modes() & {"mirror", "steer-mirror"}) or self.mirror_denied
+
+    @property
+    def steers_anything(self) -> bool:
+        return bool(self._modes() & {"steer", "steer-mirror"})
 
     # -- changes: each returns a new Policy; None removes an override
     def with_default(self, mode: str) -> "Policy":

@@ -331,6 +331,7 @@ class Trace:
     """Everything that happened to one frame sent into the fabric."""
     deliveries: list[tuple[str, int, Frame]] = field(default_factory=list)
     uplink_hops: list[tuple[str, Frame]] = field(default_factory=list)   # (from hv, frame)
+    firewall_crossings: list[tuple[str, Frame]] = field(default_factory=list)
     packet_ins: list[tuple[str, PacketIn]] = field(default_factory=list)
 
     @property
@@ -354,10 +355,19 @@ class Fabric:
     conservative choice). Outputs on any other port are deliveries. A frame
     tagged with the network's mirror VLAN also reaches the central IDS, an
     access port of that VLAN on the core: delivered untagged at CENTRAL_IDS.
+
+    With `firewall` given, each hypervisor's firewall port is a transparent
+    firewall: a frame output there tagged with VLAN v is handed to
+    firewall(hv, frame); if that returns a frame (the same one: pass; another:
+    a misbehaving firewall) it comes back in on the same port, retagged
+    v + the return offset unless the returned frame carries its own tags.
+    None drops it. Without `firewall`, firewall-port outputs are deliveries.
     """
 
     def __init__(self, network, flows_by_hv: dict[str, list[Flow]], max_hops: int = 8,
-                 vlan_limit: int | None = 1):
+                 vlan_limit: int | None = 1, firewall=None):
+        self.firewall = firewall
+        self.firewall_ports = {hv.name: hv.firewall_port for hv in network.hypervisors}
         self.network = network
         self.switches = {name: Switch(flows, name, vlan_limit)
                          for name, flows in flows_by_hv.items()}
@@ -384,7 +394,16 @@ class Fabric:
             outputs = switch.process(in_port, fr)
             trace.packet_ins += [(hv, p) for p in switch.packet_ins[before:]]
             for port, out in outputs:
-                if port == self.uplinks[hv]:
+                if self.firewall is not None and port == self.firewall_ports[hv]:
+                    trace.firewall_crossings.append((hv, out))
+                    back = self.firewall(hv, out)
+                    if back is not None:
+                        if back is out or back.vlans == out.vlans:
+                            offset = self.network.steering.return_offset
+                            back = back.with_tags(*(v + offset for v in out.vlans[:1]),
+                                                  *out.vlans[1:])
+                        queue.append((hv, port, back, hops + 1))
+                elif port == self.uplinks[hv]:
                     trace.uplink_hops.append((hv, out))
                     mirror_vlan = getattr(self.network, "mirror_vlan", None)
                     if out.vlans and out.vlans[0] == mirror_vlan:

@@ -230,8 +230,8 @@ BAD_DOCS = {
         lambda d: d["policy"].update(pairs=[{"segments": ["dmz", "internal"],
                                              "mode": "permit"}]),
         "policy.pairs[0].mode", ["invalid mode", "permit"]),
-    "invalid default mode": (lambda d: d["policy"].update(default="steer"),
-                                   "policy.default", ["invalid mode", "steer"]),
+    "invalid default mode": (lambda d: d["policy"].update(default="permit"),
+                             "policy.default", ["invalid mode", "permit"]),
     "invalid per-segment mode": (lambda d: d["policy"].update(segments={"dmz": "maybe"}),
                                  "policy.segments.dmz", ["invalid mode", "maybe"]),
     "unknown segment in per-segment policy": (

@@ -1,0 +1,107 @@
+"""The state file: the policy in force, kept across restarts.
+
+Pure Python, no Ryu. Every policy change accepted through the API is saved
+here; at start the controller restores it instead of the network file's
+`policy:` section. The file is replaced atomically (temporary file, fsync,
+rename, fsync of the directory), so a crash leaves either the old or the
+new policy, never half of one.
+
+    {"format": 1, "saved_at": "...", "network_file": "...",
+     "file_policy": {...}, "policy": {...}}
+
+`policy` is in the network file's own form (Policy.to_dict) and is checked
+exactly as that section is. `file_policy` is the network file's policy
+when this one was saved: if the file's has changed since, the operator
+edited it while a saved policy was in force, which is worth a warning.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+from .model import Network
+from .policy import Policy, PolicyError, parse as parse_policy
+
+FORMAT = 1
+
+
+class StateFileError(ValueError):
+    """A state file that cannot be used; the message names the file."""
+
+    def __init__(self, path: str, problem: str):
+        self.path, self.problem = path, problem
+        super().__init__(f"state file {path}: {problem}")
+
+
+def default_path(repo: str, network_file: str) -> str:
+    """One state file per network file, under the repository's state/."""
+    stem = os.path.splitext(os.path.basename(network_file))[0]
+    return os.path.join(repo, "state", f"{stem}.policy.json")
+
+
+def load(path: str, network: Network) -> tuple[Policy, dict] | None:
+    """The saved policy, checked against `network`, and the whole document;
+    None if there is no state file. StateFileError if it cannot be used."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StateFileError(path, f"cannot read: {e.strerror}") from None
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise StateFileError(path, f"not valid JSON ({e}); fix or delete it to start "
+                                   "from the network file's policy") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "policy" not in doc:
+        raise StateFileError(path, f"not a state file of format {FORMAT} (expected a "
+                                   "JSON object with 'format' and 'policy')")
+    try:
+        policy = parse_policy(doc["policy"], {s.name for s in network.segments},
+                              {vm.name for vm in network.vms})
+        network.with_policy(policy)
+    except PolicyError as e:
+        raise StateFileError(path, f"{e} (the network file {network.source} does not "
+                                   "allow this saved policy; fix or delete the state "
+                                   "file)") from None
+    return policy, doc
+
+
+def file_policy_changed(doc: dict, network_file_policy: Policy) -> bool:
+    """Has the network file's policy changed since this state was saved?"""
+    return doc.get("file_policy") not in (None, network_file_policy.to_dict())
+
+
+def save(path: str, policy: Policy, network_file_policy: Policy,
+         network_file: str = "") -> None:
+    """Replace the state file atomically; OSError if it cannot be written."""
+    doc = {"format": FORMAT,
+           "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "network_file": network_file,
+           "file_policy": network_file_policy.to_dict(),
+           "policy": policy.to_dict()}
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".policy-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    # The rename itself must reach the disk, or a crash may bring back the old file.
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
