@@ -132,20 +132,18 @@ def _ingress(net: Network, hv: Hypervisor, all_hosts: list[Host],
 
 
 def _firewall_returns(net: Network, hv: Hypervisor) -> list[Flow]:
-    """A frame coming back from the firewall on a segment's return VLAN
+    """A frame coming back from the firewall, tagged with a segment's VLAN,
     belongs to that segment again, marked so it is never steered twice."""
     flows = []
     for seg in net.segments:
-        back = OFPVID_PRESENT | net.steering.return_vlan(seg.vlan)
         flows.append(flow(INGRESS, 200, "firewall-return", in_port=hv.firewall_port,
-                          vlan_vid=back, actions=[("pop_vlan",)],
+                          vlan_vid=OFPVID_PRESENT | seg.vlan, actions=[("pop_vlan",)],
                           write_metadata=(metadata(seg.vlan, firewall=True), CLASS_MASK),
                           goto=DESTINATION))
     # The controller's health probe, sent out tagged with the first
-    # segment's VLAN, must come back on its return VLAN.
-    first = net.segments[0].vlan
+    # segment's VLAN, comes back like any steered frame.
     flows.append(flow(INGRESS, 300, "firewall-probe", in_port=hv.firewall_port,
-                      vlan_vid=OFPVID_PRESENT | net.steering.return_vlan(first),
+                      vlan_vid=OFPVID_PRESENT | net.segments[0].vlan,
                       eth_type=ETH_TYPE_PROBE, meter=CONTROLLER_METER,
                       actions=[("controller", PACKET_IN_BYTES)]))
     return flows
@@ -248,7 +246,7 @@ class _Treatment:
                         goto=FORWARD, **match)
         if steer:
             # Out the firewall port tagged with the segment's VLAN; it comes
-            # back on the return VLAN (table 0) and is delivered then.
+            # back the same way (table 0) and is delivered then.
             return flow(POLICY, priority, f"policy-{reason}",
                         actions=actions + [("push_vlan",), ("set_vlan", vlan),
                                            ("output", self.hv.firewall_port)], **match)

@@ -82,16 +82,12 @@ class Options:
 
 @dataclass(frozen=True)
 class Steering:
-    """How steered frames are marked on the firewall port, and what happens
-    when the firewall is gone. A frame of segment S leaves tagged with S's
-    VLAN and must come back tagged S + return_offset."""
+    """What happens when the firewall is gone, and how that is noticed. A
+    steered frame of segment S leaves the firewall port tagged with S's VLAN
+    and must come back through the same port with the same tag."""
     fail: str = "closed"              # closed: drop steered traffic; open: deliver it
-    return_offset: int = 1000
     probe_interval: float = 1.0       # seconds between firewall health probes
     probe_misses: int = 3             # probes lost in a row before it counts as down
-
-    def return_vlan(self, vlan: int) -> int:
-        return vlan + self.return_offset
 
 
 @dataclass(frozen=True)
@@ -135,21 +131,6 @@ def check_policy(net: Network, policy: Policy) -> None:
         if policy.steers_anything and hv.firewall_port is None:
             raise PolicyError("policy", f"it steers traffic, but hypervisor {hv.name} has "
                               "no firewall_port")
-    if policy.steers_anything:
-        _check_return_vlans(net)
-
-
-def _check_return_vlans(net: Network) -> None:
-    taken = {s.vlan: f"segment '{s.name}'" for s in net.segments}
-    if net.mirror_vlan is not None:
-        taken[net.mirror_vlan] = "the mirror VLAN"
-    for seg in net.segments:
-        back = net.steering.return_vlan(seg.vlan)
-        if back > MAX_VLAN or back in taken:
-            why = f"above {MAX_VLAN}" if back > MAX_VLAN else f"already {taken[back]}"
-            raise PolicyError("steering.return_offset", f"it steers traffic, but segment "
-                              f"'{seg.name}' would come back from the firewall on VLAN "
-                              f"{back}, {why}")
 
 
 # ---------------------------------------------------------------- parsing
@@ -269,7 +250,7 @@ class _Parser:
                 if seg.vlan == mirror_vlan:
                     self.fail("mirror.vlan", f"VLAN {mirror_vlan} is already used by "
                                              f"segment '{seg.name}'")
-        steering = self.steering(doc.get("steering") or {}, segments, mirror_vlan)
+        steering = self.steering(doc.get("steering") or {})
         net = Network(self.source, segments, hypervisors, vms, Policy(), options,
                       mirror_vlan, steering)
         try:
@@ -284,20 +265,18 @@ class _Parser:
                   for key in raw}
         return Options(**values)
 
-    def steering(self, raw: Any, segments, mirror_vlan) -> Steering:
-        raw = self.mapping(raw, "steering", optional=("fail", "return_offset",
-                                                      "probe_interval", "probe_misses"))
+    def steering(self, raw: Any) -> Steering:
+        raw = self.mapping(raw, "steering", optional=("fail", "probe_interval",
+                                                      "probe_misses"))
         fail = raw.get("fail", "closed")
         if fail not in ("closed", "open"):
             self.fail("steering.fail", f"must be closed or open, got {fail!r}")
-        offset = self.integer(raw.get("return_offset", 1000), "steering.return_offset",
-                              1, MAX_VLAN - 1)
         interval = raw.get("probe_interval", 1.0)
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
                 or not 0.1 <= interval <= 60:
             self.fail("steering.probe_interval", f"must be 0.1..60 seconds, got {interval!r}")
         misses = self.integer(raw.get("probe_misses", 3), "steering.probe_misses", 1, 100)
-        return Steering(fail, offset, float(interval), misses)
+        return Steering(fail, float(interval), misses)
 
     def segments(self, raw: Any) -> tuple[Segment, ...]:
         raw = self.names(raw, "segments")

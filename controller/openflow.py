@@ -6,7 +6,9 @@ Ryu import and stays importable by pure tests.
 """
 from __future__ import annotations
 
-from .pipeline import CONTROLLER_METER, KIND_LEARNED, Flow
+import struct
+
+from .pipeline import CONTROLLER_METER, ETH_TYPE_PROBE, KIND_LEARNED, PROBE_MAC, Flow
 
 ETH_TYPE_8021Q = 0x8100
 
@@ -96,3 +98,19 @@ def our_flows_request(dp, cookie: int, cookie_mask: int):
     ofp, parser = dp.ofproto, dp.ofproto_parser
     return parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                       cookie, cookie_mask, parser.OFPMatch())
+
+
+def probe_frame(vlan: int, payload: bytes) -> bytes:
+    """A firewall health probe: 802.1Q-tagged, local-experimental EtherType,
+    from and to the controller's own MAC. Not IP, so firewall rules that
+    filter IP traffic let it through; only a firewall that bridges nothing
+    loses it."""
+    mac = bytes.fromhex(PROBE_MAC.replace(":", ""))
+    return (mac + mac + struct.pack("!HHH", ETH_TYPE_8021Q, vlan, ETH_TYPE_PROBE)
+            + payload.ljust(46, b"\0"))
+
+
+def packet_out(dp, port: int, frame: bytes):
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPPacketOut(dp, ofp.OFP_NO_BUFFER, ofp.OFPP_CONTROLLER,
+                               [parser.OFPActionOutput(port)], frame)

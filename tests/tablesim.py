@@ -357,11 +357,10 @@ class Fabric:
     access port of that VLAN on the core: delivered untagged at CENTRAL_IDS.
 
     With `firewall` given, each hypervisor's firewall port is a transparent
-    firewall: a frame output there tagged with VLAN v is handed to
-    firewall(hv, frame); if that returns a frame (the same one: pass; another:
-    a misbehaving firewall) it comes back in on the same port, retagged
-    v + the return offset unless the returned frame carries its own tags.
-    None drops it. Without `firewall`, firewall-port outputs are deliveries.
+    firewall: a frame output there is handed to firewall(hv, frame); the
+    frame it returns (the same one: pass; another: a misbehaving firewall)
+    comes back in on the same port; None drops it. Without `firewall`,
+    firewall-port outputs are deliveries.
     """
 
     def __init__(self, network, flows_by_hv: dict[str, list[Flow]], max_hops: int = 8,
@@ -398,10 +397,6 @@ class Fabric:
                     trace.firewall_crossings.append((hv, out))
                     back = self.firewall(hv, out)
                     if back is not None:
-                        if back is out or back.vlans == out.vlans:
-                            offset = self.network.steering.return_offset
-                            back = back.with_tags(*(v + offset for v in out.vlans[:1]),
-                                                  *out.vlans[1:])
                         queue.append((hv, port, back, hops + 1))
                 elif port == self.uplinks[hv]:
                     trace.uplink_hops.append((hv, out))

@@ -77,7 +77,9 @@ def segment_matrix(lab: Lab, report: Report, isolated: bool) -> None:
 
 def sniff(lab: Lab, attacker, a, b, flood: bool, pings: int = 20):
     """Frames the attacker receives that were meant for others, while a pings b."""
-    victim_traffic = f"not ether dst {attacker.mac} and not ether multicast"
+    # Naming the victims keeps macof's own outgoing flood out of the capture.
+    victim_traffic = (f"not ether dst {attacker.mac} and not ether multicast and "
+                      f"(ether host {a.mac} or ether host {b.mac})")
     floods = [probes.flood_macs(lab.host(attacker.name), MAC_FLOOD_SECONDS)] if flood else []
     interval = MAC_FLOOD_SECONDS / pings if flood else 0.1
     with probes.capture(lab.host(attacker.name), victim_traffic) as cap:

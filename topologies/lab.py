@@ -8,12 +8,14 @@ What a lab holds (node names as in the file):
     mode secure, dpid from the file, connected to the controller;
   - one host per VM on its declared OpenFlow port, with its MAC and IP;
   - per hypervisor: a host `<hv>l<port>` on each learning port (random MAC,
-    IP 10.255.n.m/8), `<hv>fw` on the firewall port, `<hv>ids` on the IDS
+    IP 10.255.n.m/8), `<hv>ids` on the IDS
     port (these two have no IP);
   - a `core` bridge, the physical network: a plain learning switch with no
     controller, joining every hypervisor's uplink port;
   - `ids` on the core, an access port of the mirror VLAN, when the file
-    declares `mirror.vlan`: the central IDS that receives remote copies.
+    declares `mirror.vlan`: the central IDS that receives remote copies;
+  - `fw`, the physical firewall (nftables on VLAN bridges, see
+    topologies/firewall.py), linked to every hypervisor's firewall port.
 Interface names: `<host>-eth0` inside a host, `<hv>-p<port>` on a hypervisor
 bridge (<port> is the OpenFlow port number), `core-p<n>` on the core.
 
@@ -43,6 +45,7 @@ from mininet.net import Mininet
 from mininet.node import OVSBridge, OVSSwitch, RemoteController
 
 from controller import model
+from topologies import firewall
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE = "core"
@@ -82,9 +85,6 @@ def _host_specs(network: model.Network) -> list[_HostSpec]:
             specs.append(_HostSpec(f"{hv.name}l{lp.port}",
                                    f"host on learning port {lp.port} of {hv.name}",
                                    hv.name, lp.port, f"{next(spare)}/8", None))
-        if hv.firewall_port is not None:
-            specs.append(_HostSpec(f"{hv.name}fw", f"firewall host of {hv.name}",
-                                   hv.name, hv.firewall_port, None, None))
         if hv.ids_port is not None:
             specs.append(_HostSpec(f"{hv.name}ids", f"IDS host of {hv.name}",
                                    hv.name, hv.ids_port, None, None))
@@ -118,6 +118,9 @@ def _root_ifnames(network: model.Network, specs, core: str = CORE) -> dict[str, 
         names[f"{core}-p{n}"] = core
     if _has_central_ids(network):
         names[_central_ids_port(network, core)] = core
+    for hv_name in firewall.interfaces(network):
+        hv = network.hypervisor(hv_name)
+        names[f"{hv.name}-p{hv.firewall_port}"] = hv.name
     return names
 
 
@@ -148,6 +151,10 @@ def _check_names(network: model.Network, specs, core: str) -> None:
         if core in roles:
             fail(f"the name {core!r} is reserved for the lab's core switch")
         roles[core] = "the core switch"
+    if firewall.interfaces(network):
+        if firewall.HOST in roles:
+            fail(f"the name {firewall.HOST!r} is reserved for the lab's firewall")
+        roles[firewall.HOST] = "the firewall"
     if _has_central_ids(network):
         if CENTRAL_IDS in roles:
             fail(f"the name {CENTRAL_IDS!r} is reserved for the lab's central IDS")
@@ -214,6 +221,13 @@ def build_network(network: model.Network, ofp_port: int | None,
             net.addLink(CENTRAL_IDS, core, port2=len(uplinked) + 1,
                         intfName1=f"{CENTRAL_IDS}-eth0",
                         intfName2=_central_ids_port(network, core))
+        fw_links = firewall.interfaces(network)
+        if fw_links:
+            net.addHost(firewall.HOST, ip=None)
+        for hv_name, intf in fw_links.items():
+            port = network.hypervisor(hv_name).firewall_port
+            net.addLink(firewall.HOST, hv_name, port2=port, intfName1=intf,
+                        intfName2=f"{hv_name}-p{port}")
         for s in specs:
             net.addHost(s.name, ip=s.ip, mac=s.mac)
             # port2 becomes the OVS ofport_request: the port the file declares.
@@ -358,13 +372,21 @@ _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 class Lab:
     """`with Lab(path) as lab:` a started lab, torn down on exit (also on an
     exception or Ctrl-C). controller=False: no controller, hypervisor bridges
-    standalone, forwarding as switch_mode says ('normal' or 'hub')."""
+    standalone, forwarding as switch_mode says ('normal' or 'hub').
+    controller=False, controller_port=P: bridges in secure mode pointed at
+    127.0.0.1:P, for a controller the caller runs (benchmarks of other
+    controllers); nothing is installed and no readiness is awaited."""
 
     def __init__(self, path: str, controller: bool = True, switch_mode: str | None = None,
-                 ready_timeout: float = 60.0, controller_args=(), core: str = CORE):
+                 ready_timeout: float = 60.0, controller_args=(), core: str = CORE,
+                 controller_port: int | None = None):
         if controller and switch_mode is not None:
             raise ValueError("switch_mode is only for controller=False")
-        if not controller:
+        if controller_port is not None and (controller or switch_mode is not None):
+            raise ValueError("controller_port is only for controller=False, without "
+                             "switch_mode")
+        self.controller_port = controller_port
+        if not controller and controller_port is None:
             switch_mode = switch_mode or "normal"
             if switch_mode not in SWITCH_MODES:
                 raise ValueError(f"switch_mode must be one of {SWITCH_MODES}")
@@ -408,6 +430,8 @@ class Lab:
                 self.ofp_port, self.rest_port = _free_ports(2)
                 self.rest_url = f"http://127.0.0.1:{self.rest_port}"
                 self._spawn_controller()
+            elif self.controller_port is not None:
+                self.ofp_port = self.controller_port
             self.net = build_network(self.network, self.ofp_port, self.core)
             self.net.start()
             nodes = self.net.hosts + self.net.switches + self.net.controllers
@@ -415,9 +439,13 @@ class Lab:
             self._netns = {os.readlink(f"/proc/{h.pid}/ns/net") for h in self.net.hosts}
             disable_offload(self.net)
             tag_central_ids(self.network, self.core)
+            if self.controller and firewall.interfaces(self.network):
+                # Without the controller the bridges flood, and a firewall
+                # that reflects frames would loop them back: leave it unwired.
+                firewall.configure(self.net.get(firewall.HOST), self.network)
             if self.controller:
                 self.wait_ready()
-            else:
+            elif self.switch_mode is not None:
                 set_switch_mode(self.network, self.switch_mode)
         except BaseException:
             self.close()
