@@ -1,8 +1,23 @@
-"""REST API served by the controller process (Ryu WSGI, JSON)."""
+"""REST API served by the controller process (Ryu WSGI, JSON), and /metrics.
+
+Ryu hands every request under /api/v1 (and /metrics) to one dispatcher
+here, which owns the routing: unknown paths answer 404 and undeclared
+methods 405 with `Allow`, both in JSON, and no exception escapes (a bug
+answers 500 and is logged with its traceback). The endpoint table below
+and apps/openapi.yaml describe the same API; a unit test keeps them equal.
+
+Writes: authorize (controller/auth.py), parse and validate the request
+(controller/changes.py), then, one write at a time, apply the new policy on
+every connected hypervisor (all or nothing) and save it to the state file.
+"""
 from __future__ import annotations
 
 import json
+import os
+import re
+import time
 
+import yaml
 from webob import Response
 
 from controller import shim
@@ -10,8 +25,36 @@ from controller import shim
 shim.apply()
 
 from ryu.app.wsgi import ControllerBase, route  # noqa: E402
+from ryu.lib import hub  # noqa: E402
+
+from controller import changes, views  # noqa: E402
+from controller.auth import TOKEN_ENV, TokenError, WriteAuth, load_token  # noqa: E402
+from controller.changes import RequestError  # noqa: E402
+from controller.policy import (DIRECTIONS, SCOPE_MODES, VM_MODES, PolicyError,  # noqa: E402
+                               vm_rule)
+
+from apps.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics  # noqa: E402
 
 API = "/api/v1"
+OPENAPI_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi.yaml")
+
+# path -> {method: handler name}; `{name}` matches one path segment.
+ENDPOINTS = {
+    f"{API}/health": {"GET": "health"},
+    f"{API}/hypervisors": {"GET": "hypervisors"},
+    f"{API}/segments": {"GET": "segments"},
+    f"{API}/vms": {"GET": "vms"},
+    f"{API}/policy": {"GET": "policy"},
+    f"{API}/matrix": {"GET": "matrix"},
+    f"{API}/counters": {"GET": "counters"},
+    f"{API}/audit": {"GET": "audit"},
+    f"{API}/openapi.json": {"GET": "openapi"},
+    "/metrics": {"GET": "prometheus"},
+    f"{API}/policy/default": {"PUT": "set_default"},
+    f"{API}/policy/segments/{{segment}}": {"PUT": "set_segment", "DELETE": "clear_segment"},
+    f"{API}/policy/pairs/{{a}}/{{b}}": {"PUT": "set_pair", "DELETE": "clear_pair"},
+    f"{API}/policy/vms/{{vm}}": {"PUT": "set_vm", "DELETE": "clear_vm"},
+}
 
 
 def _json(body, status=200) -> Response:
@@ -19,15 +62,261 @@ def _json(body, status=200) -> Response:
                     body=json.dumps(body, indent=1, sort_keys=True).encode())
 
 
+def _error(status: int, message: str) -> Response:
+    return _json({"error": message}, status)
+
+
+def _path(req) -> str:
+    """The request path. PATH_INFO is URL-decoded bytes as latin-1; names are
+    UTF-8, but a client may send anything (webob's req.path_info raises)."""
+    return req.environ.get("PATH_INFO", "").encode("latin-1", "replace").decode(
+        "utf-8", "replace")
+
+
+def _pattern(path: str) -> re.Pattern:
+    return re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)))
+
+
+def openapi_document(network) -> dict:
+    """apps/openapi.yaml with the modes of controller/policy.py and the
+    names of this network filled in."""
+    with open(OPENAPI_FILE, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    doc.pop("x-write-responses", None)      # a YAML anchor's home, used in place
+    schemas = doc["components"]["schemas"]
+    schemas["ScopeMode"]["enum"] = list(SCOPE_MODES)
+    schemas["VMMode"]["enum"] = list(VM_MODES)
+    directed = [m for m in VM_MODES if _takes_direction(m)]
+    schemas["VMModeDirected"]["enum"] = directed
+    schemas["VMModeUndirected"]["enum"] = [m for m in VM_MODES if m not in directed]
+    schemas["Direction"]["enum"] = list(DIRECTIONS)
+    schemas["SegmentName"]["enum"] = [s.name for s in network.segments]
+    schemas["VMName"]["enum"] = [v.name for v in network.vms]
+    return doc
+
+
+def _takes_direction(mode: str) -> bool:
+    """Ask controller/policy.py itself, so the document follows its rules."""
+    try:
+        vm_rule({"mode": mode, "direction": DIRECTIONS[-1]}, "probe")
+        return True
+    except PolicyError:
+        return False
+
+
+def write_auth_from_environment(logger) -> WriteAuth:
+    """The launcher passes --token-file and --insecure-rest as environment
+    variables (it has already checked them); VGUARD_API_TOKEN is the user's."""
+    try:
+        token = load_token(os.environ.get("VGUARD_TOKEN_FILE"))
+    except TokenError as e:
+        raise SystemExit(f"error: {e}") from None
+    insecure = os.environ.get("VGUARD_INSECURE_REST") == "1" and token is None
+    if insecure:
+        logger.warning("*** INSECURE: --insecure-rest: ANYONE who reaches the REST API "
+                       "can change the policy, without a token ***")
+    elif token is None:
+        logger.warning("REST API is read-only: no token configured (--token-file PATH "
+                       "or %s)", TOKEN_ENV)
+    else:
+        logger.info("REST API writes need the bearer token")
+    return WriteAuth(token, insecure)
+
+
+def register(wsgi, app) -> None:
+    """Serve the API for this SegmentSwitch app on Ryu's WSGI server."""
+    wsgi.register(RestApi, {"api": Api(app, write_auth_from_environment(app.logger))})
+
+
 class RestApi(ControllerBase):
+    """Ryu's per-request controller: hands everything to the shared Api."""
+
     def __init__(self, req, link, data, **config):
         super().__init__(req, link, data, **config)
-        self.switch_app = data["switch_app"]
+        self.api = data["api"]
 
-    @route("health", API + "/health", methods=["GET"])
-    def health(self, req, **_):
-        return _json(self.switch_app.status())
+    # Any character, a newline too: a path Routes did not match would get
+    # Ryu's HTML 404 instead of ours.
+    @route("vguard_api", API + "/{path}", requirements={"path": r"[\s\S]*"})
+    def api_path(self, req, **_):
+        return self.api.handle(req)
 
-    @route("counters", API + "/counters", methods=["GET"])
-    def counters(self, req, **_):
-        return _json(self.switch_app.counters())
+    @route("vguard_metrics", "/metrics")
+    def metrics_path(self, req, **_):
+        return self.api.handle(req)
+
+
+class Api:
+    """The API's state, shared by all requests."""
+
+    def __init__(self, app, auth: WriteAuth):
+        self.app, self.auth, self.logger = app, auth, app.logger
+        self.metrics = Metrics(app)
+        self.write_lock = hub.Semaphore(1)     # read-modify-apply-save, one at a time
+        self.openapi_doc = openapi_document(app.network)
+        self.routes = [(_pattern(path), methods) for path, methods in ENDPOINTS.items()]
+
+    def handle(self, req) -> Response:
+        path = _path(req)
+        try:
+            for pattern, methods in self.routes:
+                match = pattern.fullmatch(path)
+                if match:
+                    break
+            else:
+                return _error(404, f"no such endpoint: {path} (see {API}/openapi.json)")
+            handler = methods.get(req.method)
+            if handler is None:
+                response = _error(405, f"{req.method} is not allowed on {path} "
+                                       f"(allowed: {', '.join(methods)})")
+                response.headers["Allow"] = ", ".join(methods)
+                return response
+            return getattr(self, handler)(req, match.groupdict())
+        except RequestError as e:
+            return _error(e.status, e.message)
+        except Exception:          # a bug: say so, keep serving, keep the traceback
+            self.logger.exception("REST %s %s failed", req.method, path)
+            return _error(500, "internal error; the controller log has the details")
+
+    # ------------------------------------------------------------ reads
+
+    def health(self, req, params):
+        return _json(self.app.status())
+
+    def hypervisors(self, req, params):
+        datapaths = self.app.status()["datapaths"]
+        out = []
+        for hv in self.app.network.hypervisors:
+            state = self.app.switches.get(hv.dpid)
+            roles = self.app._port_roles(hv)
+            down = sorted(state.ports_down) if state else []
+            out.append({"name": hv.name, **datapaths[hv.name],
+                        "ports_down": [{"port": p, "role": roles.get(p, "")} for p in down],
+                        "uplink_port": hv.uplink_port, "firewall_port": hv.firewall_port,
+                        "ids_port": hv.ids_port,
+                        "vms": [v.name for v in self.app.network.vms
+                                if v.hypervisor == hv.name]})
+        return _json(out)
+
+    def segments(self, req, params):
+        return _json(views.segments(self.app.network))
+
+    def vms(self, req, params):
+        return _json(views.vms(self.app.network))
+
+    def policy(self, req, params):
+        return _json({"policy": self.app.network.policy.to_dict(),
+                      "modes": {"scope": list(SCOPE_MODES), "vm": list(VM_MODES),
+                                "direction": list(DIRECTIONS)},
+                      "state_file": self.app.state_file})
+
+    def matrix(self, req, params):
+        return _json(views.matrix(self.app.network))
+
+    def counters(self, req, params):
+        switches = [(s.hv, s.desired, s.counters) for s in list(self.app.switches.values())]
+        return _json(views.counters(self.app.network, switches))
+
+    def audit(self, req, params):
+        per_hv = {}
+        for name, (intended, installed) in self.app.read_installed_flows().items():
+            if intended is None:
+                per_hv[name] = {"answered": False,
+                                "error": "connected, but not in sync yet: nothing to compare"}
+            elif installed is None:
+                per_hv[name] = {"answered": False,
+                                "error": "the switch did not answer the flow read in time"}
+            else:
+                per_hv[name] = {"answered": True, **views.audit(intended, installed)}
+        offline = sorted(hv.name for hv in self.app.network.hypervisors
+                         if hv.name not in per_hv)
+        return _json({"hypervisors": per_hv, "offline": offline,
+                      "in_sync": all(d.get("in_sync") for d in per_hv.values())})
+
+    def openapi(self, req, params):
+        return _json(self.openapi_doc)
+
+    def prometheus(self, req, params):
+        response = Response(body=self.metrics.render())
+        response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+        return response
+
+    # ------------------------------------------------------------ writes
+
+    def set_default(self, req, params):
+        return self._write(req, params, changes.set_default, with_body=True)
+
+    def set_segment(self, req, params):
+        return self._write(req, params, changes.set_segment, with_body=True)
+
+    def clear_segment(self, req, params):
+        return self._write(req, params, changes.clear_segment, with_body=False)
+
+    def set_pair(self, req, params):
+        return self._write(req, params, changes.set_pair, with_body=True)
+
+    def clear_pair(self, req, params):
+        return self._write(req, params, changes.clear_pair, with_body=False)
+
+    def set_vm(self, req, params):
+        return self._write(req, params, changes.set_vm, with_body=True)
+
+    def clear_vm(self, req, params):
+        return self._write(req, params, changes.clear_vm, with_body=False)
+
+    def _write(self, req, params, change, with_body: bool) -> Response:
+        refusal = self.auth.check(req.headers.get("Authorization"))
+        if refusal is not None:
+            response = _error(refusal.status, refusal.message)
+            if refusal.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="vguard"'
+            return response
+        if self.auth.insecure:
+            self.logger.warning("*** INSECURE: unauthenticated %s %s from %s ***",
+                                req.method, _path(req), req.remote_addr)
+        body = {}
+        if with_body:
+            body = changes.json_body(req.headers.get("Content-Type"),
+                                     req.body_file.read(changes.MAX_BODY + 1))
+        with self.write_lock:
+            current = self.app.network.policy
+            new = change(current, self.app.network, params, body)
+            started = time.monotonic()
+            try:
+                result = self.app.apply_policy(new)
+            except PolicyError as e:
+                self.metrics.policy_changes.labels("refused").inc()
+                raise RequestError(409, f"the network cannot carry this policy: "
+                                        f"{e.problem}") from None
+            if not result["ok"]:
+                self.metrics.policy_changes.labels("failed").inc()
+                why = "; ".join(f"{hv}: {reason}" for hv, reason in
+                                sorted(result["failed"].items()))
+                self.logger.error("policy change %s %s failed: %s", req.method,
+                                  _path(req), why)
+                return _json({**result, "changed": False,
+                              "error": f"not applied ({why}); no hypervisor keeps it"}, 502)
+            changed = new != current
+            if changed and self.app.state_file:
+                try:
+                    self.app.save_policy()
+                except OSError as e:
+                    return self._undo_unsaved(current, e)
+            self.metrics.policy_change_seconds.observe(time.monotonic() - started)
+            self.metrics.policy_changes.labels("applied").inc()
+            if changed:
+                self.logger.info("policy changed by %s %s (%.3f s)", req.method,
+                                 _path(req), result["seconds"])
+            return _json({**result, "changed": changed, "policy": new.to_dict()})
+
+    def _undo_unsaved(self, previous, error: OSError) -> Response:
+        """A change that cannot be saved would be lost on restart: put the
+        previous policy back, so what is in force is what is saved."""
+        self.logger.error("cannot save the state file %s (%s); rolling the change back",
+                          self.app.state_file, error)
+        undo = self.app.apply_policy(previous)
+        self.metrics.policy_changes.labels("failed").inc()
+        state = "rolled back" if undo["ok"] else f"NOT rolled back ({undo['failed']})"
+        return _error(503, f"the change was applied but the state file "
+                           f"{self.app.state_file} cannot be written ({error.strerror}); "
+                           f"it was {state}")

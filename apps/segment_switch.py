@@ -26,15 +26,16 @@ from ryu.lib import hub  # noqa: E402
 from ryu.lib.packet import ethernet, packet  # noqa: E402
 from ryu.ofproto import ofproto_v1_3  # noqa: E402
 
-from controller import learning, model, openflow  # noqa: E402
+from controller import learning, model, openflow, store, views  # noqa: E402
 from controller.compiler import LearnedHost, compile_network  # noqa: E402
+from controller.health import FirewallHealth  # noqa: E402
 from controller.model import Hypervisor  # noqa: E402
 from controller.pipeline import (COOKIE_TAG, COOKIE_TAG_MASK, INGRESS,  # noqa: E402
                                  KIND_LEARNED, KIND_STATIC, cookie_kind)
 from controller.reconcile import plan  # noqa: E402
 
 from apps.commit import Change, Committer  # noqa: E402
-from apps.rest_api import RestApi  # noqa: E402
+from apps import rest_api  # noqa: E402
 
 MAX_RESYNCS = 3   # re-reads of a switch after failed commits before giving up
 LEARN_BATCH_SECONDS = 0.05   # learns arriving together are compiled and sent once
@@ -85,7 +86,10 @@ class SegmentSwitch(app_manager.RyuApp):
         self._starting = True
         hub.spawn_after(STARTUP_GRACE_SECONDS, self._end_startup)
         hub.spawn(self._poll_counters)
-        kwargs["wsgi"].register(RestApi, {"switch_app": self})
+        steering = self.network.steering
+        self.firewalls = FirewallHealth(steering.probe_interval, steering.probe_misses)
+        hub.spawn(self._probe_firewalls)
+        self._setup_rest(kwargs["wsgi"])
         self.logger.info("network file %s: %d segments, %d hypervisors, %d VMs",
                          path, len(self.network.segments), len(self.network.hypervisors),
                          len(self.network.vms))
@@ -102,6 +106,8 @@ class SegmentSwitch(app_manager.RyuApp):
             return
         self.logger.info("%s (datapath %016x) connected", hv.name, dp.id)
         state = self.switches[dp.id] = SwitchState(hv, dp)
+        if hv.firewall_port is not None:
+            self.firewalls.watch(hv.name, time.monotonic())
         ofp = dp.ofproto
         opts = self.network.options
         # ADD fails harmlessly if the meter survives from an earlier run;
@@ -164,6 +170,8 @@ class SegmentSwitch(app_manager.RyuApp):
         if what is None:
             return
         down = msg.reason == ofp.OFPPR_DELETE or bool(msg.desc.state & ofp.OFPPS_LINK_DOWN)
+        if port == state.hv.firewall_port:
+            self.firewalls.port_changed(state.hv.name, up=not down)
         if down and port not in state.ports_down:
             state.ports_down.add(port)
             self.logger.warning("%s: %s %d is down: %s", state.hv.name, what, port,
@@ -259,7 +267,7 @@ class SegmentSwitch(app_manager.RyuApp):
 
     def _commit(self, states: list[SwitchState], network):
         """Compile `network` for these switches and commit the differences."""
-        desired = compile_network(network, self.learned)
+        desired = compile_network(network, self.learned, frozenset(self.firewalls.down))
         changes = []
         for state in states:
             change = plan(desired[state.hv.name], state.installed)
@@ -347,6 +355,9 @@ class SegmentSwitch(app_manager.RyuApp):
         if state is None or cookie_kind(msg.cookie) != KIND_STATIC or msg.table_id != INGRESS:
             return
         self.packet_ins += 1
+        if msg.match["in_port"] == state.hv.firewall_port:
+            self.firewalls.probe_returned(state.hv.name, time.monotonic())
+            return
         eth = packet.Packet(msg.data).get_protocol(ethernet.ethernet)
         if eth is None:
             return
@@ -402,21 +413,40 @@ class SegmentSwitch(app_manager.RyuApp):
                 if not state.parts:          # the previous poll has answered
                     self._read_flows(state)
 
-    def counters(self) -> dict:
-        """Per hypervisor: packets and bytes by rule reason (mirror rules,
-        drops by reason, ...), from the last poll."""
-        out = {}
-        for state in self.switches.values():
-            by_reason = {}
-            for cookie, (packets, octets) in state.counters.items():
-                flow = state.desired.get(cookie)
-                if flow is None or not flow.reason:
-                    continue
-                total = by_reason.setdefault(flow.reason, {"packets": 0, "bytes": 0})
-                total["packets"] += packets
-                total["bytes"] += octets
-            out[state.hv.name] = by_reason
-        return out
+    def _probe_firewalls(self) -> None:
+        """Send a probe out of every firewall port while the policy steers;
+        when a firewall stops or starts returning them, recompile: steered
+        traffic then fails closed or open as the network file says."""
+        steering = self.network.steering
+        while True:
+            hub.sleep(steering.probe_interval)
+            if not self.network.policy.steers_anything:
+                continue
+            vlan = self.network.segments[0].vlan
+            for state in list(self.switches.values()):
+                port = state.hv.firewall_port
+                if port is not None and state.read_once:
+                    dp = state.datapath
+                    frame = openflow.probe_frame(vlan, state.hv.name.encode())
+                    dp.send_msg(openflow.packet_out(dp, port, frame))
+            went, back = self.firewalls.evaluate(time.monotonic())
+            for hv in sorted(went):
+                self.logger.warning(
+                    "%s: the firewall is not returning steered traffic; steered traffic "
+                    "is %s", hv, "DROPPED (fail-closed)" if steering.fail == "closed"
+                    else "DELIVERED DIRECTLY, UNFILTERED (fail-open)")
+            for hv in sorted(back):
+                self.logger.info("%s: the firewall returns traffic again; steering resumes",
+                                 hv)
+            if went or back:
+                self._sync_later()
+
+    def _firewall_state(self, hv: Hypervisor) -> str:
+        if hv.firewall_port is None:
+            return "none"
+        if not self.network.policy.steers_anything:
+            return "unused"
+        return "down" if hv.name in self.firewalls.down else "up"
 
     def status(self) -> dict:
         datapaths = {}
@@ -428,6 +458,7 @@ class SegmentSwitch(app_manager.RyuApp):
                 "synced": bool(state and state.synced),
                 "flows": state.flow_count if state else None,
                 "last_sync": state.last_sync if state else None,
+                "firewall": self._firewall_state(hv),
             }
         return {"ready": all(d["synced"] for d in datapaths.values()),
                 "datapaths": datapaths,
@@ -435,3 +466,78 @@ class SegmentSwitch(app_manager.RyuApp):
                                                           key=lambda h: h.mac)],
                 "refused_learns": dict(self.refused_learns),
                 "packet_ins": self.packet_ins}
+
+    # ------------------------------------------------ REST API support
+    # The state file (the policy in force, across restarts) and a fresh
+    # read of what the switches hold, for the audit. The API itself is
+    # apps/rest_api.py.
+
+    AUDIT_READ_SECONDS = 5.0     # how long the audit waits for a switch's flows
+
+    def _setup_rest(self, wsgi) -> None:
+        """Restore the saved policy, if any, then serve the API."""
+        self.state_file = os.environ.get("VGUARD_STATE_FILE") or None
+        self.file_policy = self.network.policy       # the network file's own
+        self._audit_reads = {}                        # (dpid, xid) -> (event, entries)
+        if self.state_file:
+            try:
+                saved = store.load(self.state_file, self.network)
+            except store.StateFileError as e:
+                raise SystemExit(f"error: {e}") from None
+            if saved is None:
+                self.logger.info("no state file %s yet: the policy is the network "
+                                 "file's", self.state_file)
+            else:
+                policy, doc = saved
+                self.network = self.network.with_policy(policy)
+                self.logger.info("policy restored from %s (saved %s)", self.state_file,
+                                 doc.get("saved_at"))
+                if store.file_policy_changed(doc, self.file_policy):
+                    self.logger.warning("the network file's policy changed since %s was "
+                                        "saved; the saved policy stays in force (delete "
+                                        "the state file to use the file's)", self.state_file)
+        rest_api.register(wsgi, self)
+
+    def save_policy(self) -> None:
+        """Save the policy in force to the state file; OSError if it cannot."""
+        store.save(self.state_file, self.network.policy, self.file_policy,
+                   self.network.source)
+
+    def read_installed_flows(self, timeout: float | None = None) -> dict:
+        """Read our flows from every connected switch now (not the counter
+        poll), between commits. Per hypervisor: (the flows last committed
+        there, or None if none were yet; [(cookie, table, priority, match)]
+        read back, or None if the switch did not answer in time)."""
+        with self._lock:
+            pending = []
+            for state in list(self.switches.values()):
+                dp = state.datapath
+                request = openflow.our_flows_request(dp, COOKIE_TAG, COOKIE_TAG_MASK)
+                dp.set_xid(request)          # known before the reply can arrive
+                read = (hub.Event(), [])
+                self._audit_reads[(dp.id, request.xid)] = read
+                dp.send_msg(request)
+                pending.append((state, request.xid, read))
+            deadline = time.monotonic() + (timeout or self.AUDIT_READ_SECONDS)
+            out = {}
+            for state, xid, (event, entries) in pending:
+                answered = event.wait(max(0.0, deadline - time.monotonic()))
+                self._audit_reads.pop((state.datapath.id, xid), None)
+                if not answered:
+                    state.parts.pop(xid, None)   # or the counter poll waits for it forever
+                installed = [(e.cookie, e.table_id, e.priority,
+                              views.match_doc(e.match.items())) for e in entries]
+                committed = list(state.desired.values()) if state.last_sync else None
+                out[state.hv.name] = (committed, installed if answered else None)
+            return out
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def audit_read_reply(self, ev):
+        """The replies to read_installed_flows (flows_read sees them too, as
+        a counter poll)."""
+        read = self._audit_reads.get((ev.msg.datapath.id, ev.msg.xid))
+        if read is None:
+            return
+        read[1].extend(ev.msg.body)
+        if not ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            read[0].set()

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch mininet iputils-ping iperf3 tcpdump ethtool
-              nftables dsniff iproute2 procps psmisc)
+              nftables dsniff iproute2 procps psmisc docker-compose)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -42,4 +42,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/pip install -q 'setuptools<67' wheel
     .venv/bin/pip install -q --no-build-isolation -r requirements.txt
     echo "$want" > "$stamp"
+fi
+
+# Faucet, a baseline the benchmarks (bench/) measure against, in a venv of
+# its own: it pulls os-ken, which must not meet Ryu in .venv.
+if [ ! -x .venv-faucet/bin/faucet ]; then
+    echo "setup: installing Faucet 1.10.12 into .venv-faucet"
+    rm -rf .venv-faucet
+    /usr/bin/python3 -m venv .venv-faucet
+    .venv-faucet/bin/pip install -q faucet==1.10.12
 fi

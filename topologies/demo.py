@@ -9,14 +9,19 @@ expected property does not hold.
 """
 from __future__ import annotations
 
+import json
+import os
+import secrets
 import sys
+import tempfile
 import time
+import urllib.request
 from itertools import permutations
 
 from mininet.log import setLogLevel
 
 from controller import model
-from topologies import probes
+from topologies import firewall, probes
 from topologies.lab import Lab
 
 MAC_FLOOD_SECONDS = 10
@@ -113,6 +118,115 @@ def spoofing(lab: Lab, report: Report, attacker, a, b) -> None:
         report.check(got == want, f"{label:32s} delivered {got}/5", str(want))
 
 
+class Api:
+    """Policy writes through the controller's REST API, with a bearer token."""
+
+    def __init__(self, lab: Lab, token: str):
+        self.lab, self.token = lab, token
+
+    def set_default(self, mode: str) -> dict:
+        request = urllib.request.Request(
+            f"{self.lab.rest_url}/api/v1/policy/default", method="PUT",
+            data=json.dumps({"mode": mode}).encode(),
+            headers={"Authorization": f"Bearer {self.token}",
+                     "Content-Type": "application/json"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=30) as response:
+            return json.load(response)
+
+
+def ids_sensors(lab: Lab) -> list[str]:
+    net = lab.network
+    names = [f"{hv.name}ids" for hv in net.hypervisors if hv.ids_port is not None]
+    if net.mirror_vlan is not None and any(hv.uplink_port for hv in net.hypervisors):
+        names.append("ids")
+    return names
+
+
+def conversations(lab: Lab, pairs, count: int) -> tuple[int, int]:
+    """Ping each (a, b) pair `count` times: (echo packets sent both ways, answered)."""
+    sent = answered = 0
+    for a, b in pairs:
+        s, r = probes.ping(lab.host(a.name), str(b.ip), count=count)
+        sent, answered = sent + 2 * s, answered + 2 * r
+    return sent, answered
+
+
+def blind_spot(lab: Lab, api: Api, report: Report, pairs) -> None:
+    sensors = ids_sensors(lab)
+    macs = " or ".join(f"ether src {vm.mac}" for pair in pairs for vm in pair)
+    bpf = f"icmp and ({macs})"
+    for mode in ("allow", "mirror"):
+        if mode == "mirror":
+            result = api.set_default("mirror")
+            report.check(result.get("ok") is True,
+                         f"REST: default mode -> mirror, confirmed by "
+                         f"{', '.join(result.get('applied_to', []))} in "
+                         f"{1000 * result.get('seconds', 0):.0f} ms")
+        caps = {n: probes.Capture(lab.host(n), bpf).start() for n in sensors}
+        packets, answered = conversations(lab, pairs, 10)
+        for cap in caps.values():
+            cap.stop()
+        seen = {n: cap.count() for n, cap in caps.items()}
+        for cap in caps.values():
+            cap.close()
+        detail = ", ".join(f"{n} {c}" for n, c in seen.items())
+        if mode == "allow":
+            report.check(sum(seen.values()) == 0,
+                         f"without mirroring the IDS sees {sum(seen.values())} of {packets} "
+                         f"inter-VM packets ({detail})", "0: the blind spot")
+        else:
+            report.check(sum(seen.values()) == packets == answered,
+                         f"with mirroring the IDS sees {sum(seen.values())} of {packets} "
+                         f"inter-VM packets, each once ({detail})", f"{packets}")
+
+
+def steering(lab: Lab, api: Api, report: Report, attacker, a, b) -> None:
+    fw = lab.host(firewall.HOST)
+    result = api.set_default("steer")
+    report.check(result.get("ok") is True,
+                 f"REST: default mode -> steer, confirmed in "
+                 f"{1000 * result.get('seconds', 0):.0f} ms")
+    firewall.rules(fw, *(f'ip saddr {x.ip} ip daddr {y.ip} counter comment "{x.name}->{y.name}"'
+                         for x, y in ((attacker, a), (a, attacker), (a, b), (b, a))))
+    packets, answered = conversations(lab, [(attacker, a), (a, b)], 5)
+    counts = firewall.counters(fw)
+    report.check(answered == packets and sum(counts.values()) == packets,
+                 f"the firewall counted {sum(counts.values())} of {packets} inter-VM packets "
+                 f"({', '.join(f'{k} {v}' for k, v in counts.items())}); "
+                 f"{answered}/{packets} delivered", f"{packets}")
+    firewall.rules(fw, f'ip saddr {attacker.ip} ip daddr {a.ip} counter drop '
+                       f'comment "drop {attacker.name}->{a.name}"')
+    blocked = probes.ping(lab.host(attacker.name), str(a.ip), count=3)[1]
+    other = probes.ping(lab.host(a.name), str(b.ip), count=3)[1]
+    report.check(blocked == 0 and other == 3,
+                 f"a firewall drop rule stops {attacker.name}->{a.name} ({blocked}/3) while "
+                 f"{a.name}->{b.name} flows ({other}/3)")
+    firewall.rules(fw)
+    hv = attacker.hypervisor
+    fw.cmd(f"ip link set {firewall.bridge_of(lab.network, hv)} down")
+    down = wait_for(lambda: lab.status()["datapaths"][hv]["firewall"] == "down")
+    fail = lab.network.steering.fail
+    got = probes.ping(lab.host(attacker.name), str(a.ip), count=3)[1]
+    want = 0 if fail == "closed" else 3
+    report.check(down and got == want, f"firewall of {hv} taken down: detected, steered "
+                                       f"traffic fails {fail} ({got}/3 delivered)")
+    fw.cmd(f"ip link set {firewall.bridge_of(lab.network, hv)} up")
+    up = wait_for(lambda: lab.status()["datapaths"][hv]["firewall"] == "up")
+    back = wait_for(lambda: probes.ping(lab.host(attacker.name), str(a.ip), count=1)[1] == 1)
+    report.check(up and back, "firewall back: steering resumes by itself")
+    api.set_default("allow")
+
+
+def wait_for(predicate, seconds: float = 10.0) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     path = argv[0] if argv else "examples/consolidated.yaml"
@@ -139,8 +253,16 @@ def main(argv=None) -> int:
                      "> 0: the hub leaks")
         segment_matrix(lab, report, isolated=False)
 
+    token = secrets.token_hex(16)
+    token_file = os.path.join(tempfile.mkdtemp(prefix="demo-"), "token")
+    with open(token_file, "w") as f:
+        f.write(token)
+    os.chmod(token_file, 0o600)
+    state_file = os.path.join(os.path.dirname(token_file), "policy.json")
+
     report.section("2. The same VMs under the controller")
-    with Lab(path) as lab:
+    with Lab(path, controller_args=["--token-file", token_file,
+                                    "--state-file", state_file]) as lab:
         segment_matrix(lab, report, isolated=True)
         leaked, sent, received = sniff(lab, attacker, a, b, flood=False)
         report.check(leaked == 0, f"{attacker.name} captured {leaked} frames of "
@@ -153,6 +275,16 @@ def main(argv=None) -> int:
         status = lab.status()
         flows = ", ".join(f"{name} {d['flows']}" for name, d in status["datapaths"].items())
         report.line(f"flow entries per hypervisor: {flows}")
+
+        api = Api(lab, token)
+        report.section("3. The blind spot: traffic between VMs never reaches the IDS")
+        blind_spot(lab, api, report, [(attacker, a), (a, b)])
+
+        report.section("4. Steering: the physical firewall decides again")
+        if lab.network.hypervisors and all(hv.firewall_port for hv in lab.network.hypervisors):
+            steering(lab, api, report, attacker, a, b)
+        else:
+            report.line("skipped: not every hypervisor has a firewall_port")
 
     print(f"\n{len(report.failures)} failed checks; {time.time() - started:.0f}s.")
     for failure in report.failures:

@@ -492,6 +492,11 @@ class Lab:
                "--ofp-host", "127.0.0.1", "--ofp-port", str(self.ofp_port),
                "--rest-host", "127.0.0.1", "--rest-port", str(self.rest_port),
                *self.controller_args]
+        if "--state-file" not in self.controller_args:
+            # A lab's policy changes live and die with the lab (restarts
+            # included), never in the repository's shared state file.
+            cmd += ["--state-file", os.path.join(os.path.dirname(self.controller_log),
+                                                 "policy.json")]
         with open(self.controller_log, "ab") as log:   # restarts append
             log.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())
             log.flush()

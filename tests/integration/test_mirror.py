@@ -131,7 +131,8 @@ def test_mirror_counters_and_ids_port_down_are_reported(tmp_path):
         time.sleep(2.5)                       # counters are polled every 2 s
         counters = lab.api("/api/v1/counters")
         # 10 requests and 10 replies entered at hv1 and were copied there.
-        assert counters["hv1"]["policy-mirror"]["packets"] >= 20
+        assert counters["hypervisors"]["hv1"]["reasons"]["policy-mirror"]["packets"] >= 20
+        assert counters["hypervisors"]["hv1"]["mirrored"]["packets"] >= 20
         mark = len(open(lab.controller_log).read())
         subprocess.run(["ip", "link", "set", "hv1-p3", "down"], check=True)
         deadline = time.time() + 5
