@@ -418,10 +418,15 @@ class SegmentSwitch(app_manager.RyuApp):
         when a firewall stops or starts returning them, recompile: steered
         traffic then fails closed or open as the network file says."""
         steering = self.network.steering
+        probing = False
         while True:
             hub.sleep(steering.probe_interval)
             if not self.network.policy.steers_anything:
+                probing = False
                 continue
+            if not probing:
+                probing = True
+                self.firewalls.restart(time.monotonic())
             vlan = self.network.segments[0].vlan
             for state in list(self.switches.values()):
                 port = state.hv.firewall_port

@@ -19,6 +19,12 @@ class FirewallHealth:
         """Start watching (a switch connected): it gets a full grace period."""
         self.last_return.setdefault(hv, now)
 
+    def restart(self, now: float) -> None:
+        """Probing starts (the policy began to steer): a fresh grace period
+        for every firewall, so silence from before counts for nothing."""
+        for hv in self.last_return:
+            self.last_return[hv] = now
+
     def forget(self, hv: str) -> None:
         self.last_return.pop(hv, None)
         self.port_down.discard(hv)

@@ -22,6 +22,14 @@ def test_port_down_is_down_at_once_whatever_the_probes_say():
     assert h.evaluate(0.7) == (set(), {"hv1"})
 
 
+def test_restart_gives_every_firewall_a_fresh_grace_period():
+    h = FirewallHealth(interval=1.0, misses=3)
+    h.watch("hv1", 0.0)
+    h.restart(100.0)                       # steering switched on long after connect
+    assert h.evaluate(102.0) == (set(), set())
+    assert h.evaluate(103.5) == ({"hv1"}, set())
+
+
 def test_watching_again_keeps_the_last_probe_and_forget_clears():
     h = FirewallHealth(interval=1.0, misses=2)
     h.watch("hv1", 0.0)
