@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,22 +16,13 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from topologies.lab import free_ports
+
 from .test_model import EXAMPLE
 
 REPO = str(EXAMPLE.parent.parent)
 TOKEN = "test-token-0123456789abcdef"
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:                      # bound together, so all distinct
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Controller:
@@ -44,7 +34,7 @@ class Controller:
         self.proc = None
 
     def start(self) -> "Controller":
-        ofp_port, rest_port = _free_ports(2)
+        ofp_port, rest_port = free_ports(2)
         self.url = f"http://127.0.0.1:{rest_port}"
         cmd = [sys.executable, "-m", "controller", "--network", str(EXAMPLE),
                "--ofp-port", str(ofp_port), "--rest-port", str(rest_port), *self.args]
@@ -167,7 +157,7 @@ def test_cli_fails_clearly(controller):
     run = cli(controller, "set", "pair", "dmz", "allow")
     assert run.returncode == 2 and "usage: set pair A B MODE" in run.stderr
     run = subprocess.run([sys.executable, "-m", "controller.cli", "--url",
-                          f"http://127.0.0.1:{_free_ports(1)[0]}", "matrix"],
+                          f"http://127.0.0.1:{free_ports(1)[0]}", "matrix"],
                          capture_output=True, text=True, timeout=60, cwd=REPO)
     assert run.returncode == 3 and "cannot reach the controller" in run.stderr
 

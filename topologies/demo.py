@@ -205,26 +205,18 @@ def steering(lab: Lab, api: Api, report: Report, attacker, a, b) -> None:
     firewall.rules(fw)
     hv = attacker.hypervisor
     fw.cmd(f"ip link set {firewall.bridge_of(lab.network, hv)} down")
-    down = wait_for(lambda: lab.status()["datapaths"][hv]["firewall"] == "down")
+    down = probes.wait_for(lambda: lab.status()["datapaths"][hv]["firewall"] == "down")
     fail = lab.network.steering.fail
     got = probes.ping(lab.host(attacker.name), str(a.ip), count=3)[1]
     want = 0 if fail == "closed" else 3
     report.check(down and got == want, f"firewall of {hv} taken down: detected, steered "
                                        f"traffic fails {fail} ({got}/3 delivered)")
     fw.cmd(f"ip link set {firewall.bridge_of(lab.network, hv)} up")
-    up = wait_for(lambda: lab.status()["datapaths"][hv]["firewall"] == "up")
-    back = wait_for(lambda: probes.ping(lab.host(attacker.name), str(a.ip), count=1)[1] == 1)
+    up = probes.wait_for(lambda: lab.status()["datapaths"][hv]["firewall"] == "up")
+    back = probes.wait_for(
+        lambda: probes.ping(lab.host(attacker.name), str(a.ip), count=1)[1] == 1)
     report.check(up and back, "firewall back: steering resumes by itself")
     api.set_default("allow")
-
-
-def wait_for(predicate, seconds: float = 10.0) -> bool:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
 
 
 def main(argv=None) -> int:

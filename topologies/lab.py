@@ -330,7 +330,7 @@ def cleanup_stale(network: model.Network, core: str = CORE) -> list[str]:
     return _delete_leftovers(bridges, _root_ifnames(network, _host_specs(network), core))
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     socks = [socket.socket() for _ in range(count)]
     try:
         for s in socks:                      # bound together, so all distinct
@@ -427,7 +427,7 @@ class Lab:
                                            "controller.log")
         try:
             if self.controller:
-                self.ofp_port, self.rest_port = _free_ports(2)
+                self.ofp_port, self.rest_port = free_ports(2)
                 self.rest_url = f"http://127.0.0.1:{self.rest_port}"
                 self._spawn_controller()
             elif self.controller_port is not None:

@@ -21,6 +21,16 @@ def intf(host) -> str:
     return host.defaultIntf().name
 
 
+def wait_for(predicate, seconds: float = 10.0) -> bool:
+    """Poll predicate every 0.2 s until it holds or `seconds` pass."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
 def ping(src, dst_ip: str, count: int = 3, interval: float = 0.2,
          timeout: float = 1.0) -> tuple[int, int]:
     """(sent, received) for `count` echo requests."""

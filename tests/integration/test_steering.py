@@ -3,7 +3,6 @@
 The lab's `fw` host reflects steered frames back on its link to every
 hypervisor's firewall port, filtering with nftables.
 """
-import time
 
 from topologies import firewall, probes
 from topologies.lab import Lab
@@ -26,15 +25,6 @@ def _steered(lab):
     """web1's pings the firewall has seen: requests + replies."""
     counts = firewall.counters(lab.host("fw"))
     return counts["requests"] + counts["replies"]
-
-
-def _wait_for(predicate, seconds=10.0):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
 
 
 def test_steered_traffic_crosses_the_firewall_once_and_obeys_its_rules(tmp_path):
@@ -81,13 +71,13 @@ def test_firewall_gone_fails_closed_and_steering_resumes_by_itself(tmp_path):
         assert probes.ping(web1, web2.IP(), count=2)[1] == 2
         _count_web1_pings(lab)
         fw.cmd("ip link set br-0 down")              # hv1's link stops returning
-        assert _wait_for(lambda: lab.status()["datapaths"]["hv1"]["firewall"] == "down")
+        assert probes.wait_for(lambda: lab.status()["datapaths"]["hv1"]["firewall"] == "down")
         assert "hv1: the firewall is not returning steered traffic; steered traffic is " \
                "DROPPED (fail-closed)" in open(lab.controller_log).read()
         assert probes.ping(web1, web2.IP(), count=3)[1] == 0
         fw.cmd("ip link set br-0 up")
-        assert _wait_for(lambda: lab.status()["datapaths"]["hv1"]["firewall"] == "up")
-        assert _wait_for(lambda: probes.ping(web1, web2.IP(), count=1)[1] == 1)
+        assert probes.wait_for(lambda: lab.status()["datapaths"]["hv1"]["firewall"] == "up")
+        assert probes.wait_for(lambda: probes.ping(web1, web2.IP(), count=1)[1] == 1)
         before = _steered(lab)
         assert probes.ping(web1, web2.IP(), count=3)[1] == 3
         assert _steered(lab) - before == 6           # through the firewall again
@@ -101,7 +91,7 @@ def test_fail_open_delivers_directly_while_the_firewall_is_gone(tmp_path):
         fw, web1, web2 = lab.host("fw"), lab.host("web1"), lab.host("web2")
         _count_web1_pings(lab)
         fw.cmd("ip link set br-0 down")
-        assert _wait_for(lambda: lab.status()["datapaths"]["hv1"]["firewall"] == "down")
+        assert probes.wait_for(lambda: lab.status()["datapaths"]["hv1"]["firewall"] == "down")
         before = _steered(lab)
         assert probes.ping(web1, web2.IP(), count=3)[1] == 3
         assert _steered(lab) == before               # not through the firewall
