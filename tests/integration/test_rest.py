@@ -23,7 +23,7 @@ import urllib.request
 
 import pytest
 
-from topologies import probes
+from topologies import firewall, probes
 from topologies.lab import Lab
 
 from .conftest import NETWORKS, REPO, dump_flows
@@ -113,6 +113,13 @@ def test_modes_switch_live_while_traffic_flows(lab):
     copies = (ids.count(ECHO), ids.count(REPLY))
     ids.close()
     assert copies == (5, 5), "the IDS gets one copy of each frame, both directions"
+
+    fw = lab.host(firewall.HOST)
+    firewall.rules(fw, f'ip saddr {ip(lab, "blue1")} ip daddr {ip(lab, "red1")} '
+                       'counter comment "blue1->red1"')
+    applied(lab, "PUT", "/api/v1/policy/pairs/blue/red", {"mode": "steer"})
+    assert probes.ping(lab.host("blue1"), ip(lab, "red1"), count=5)[1] == 5
+    assert firewall.counters(fw)["blue1->red1"] == 5, "steered through the firewall"
 
     doc = applied(lab, "PUT", "/api/v1/policy/vms/blue1", {"mode": "quarantine"})
     assert doc["changed"] and doc["policy"]["vms"]["blue1"]["mode"] == "quarantine"
