@@ -1,8 +1,10 @@
 """Ryu app: program every hypervisor bridge from the network file.
 
 Thin glue. The flows come from controller.compiler; this app reads back what
-a switch holds, applies the difference in one atomic bundle, learns hosts
-on learning ports, and keeps per-switch state for the REST API.
+a switch holds, commits the difference (apps/commit.py: a bundle per switch,
+two phases across switches, confirmed), learns hosts on learning ports,
+probes the firewalls while the policy steers, and keeps per-switch state
+for the REST API (apps/rest_api.py).
 
 Load with ryu-manager (network file in $VGUARD_NETWORK) or, simpler, via
 `python -m controller --network FILE`.
@@ -123,6 +125,7 @@ class SegmentSwitch(app_manager.RyuApp):
         state = self.switches.get(ev.datapath.id)
         if state is not None and state.datapath is ev.datapath:
             del self.switches[ev.datapath.id]
+            self.firewalls.forget(state.hv.name)   # a fresh grace period on return
             self.logger.warning("%s disconnected; its flows stay in place "
                                 "(fail_mode=secure)", state.hv.name)
 
@@ -140,6 +143,10 @@ class SegmentSwitch(app_manager.RyuApp):
             return
         ofp = ev.msg.datapath.ofproto
         present = {p.port_no: p for p in ev.msg.body}
+        port = state.hv.firewall_port
+        if port is not None:
+            self.firewalls.port_changed(state.hv.name, up=port in present and not (
+                present[port].state & ofp.OFPPS_LINK_DOWN))
         for port, what in sorted(self._port_roles(state.hv).items()):
             if port not in present:
                 self.logger.warning("%s: %s %d is missing on the bridge: %s",
