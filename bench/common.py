@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import socket
 import statistics
 import subprocess
@@ -18,7 +19,12 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
-PREFIX = "bq"                # bridges bqh1.., VMs bq.., core bqcore
+# Bridges <prefix>h1.., VMs <prefix>a1.., core <prefix>core. BENCH_PREFIX
+# lets two people benchmark on one machine (OVS bridge names are global).
+PREFIX = os.environ.get("BENCH_PREFIX", "bq")
+if not re.fullmatch(r"[a-z][a-z0-9]{1,3}", PREFIX):
+    raise SystemExit(f"BENCH_PREFIX={PREFIX!r}: 2 to 4 lowercase letters or digits, "
+                     "starting with a letter")
 CORE = f"{PREFIX}core"
 
 
@@ -106,13 +112,14 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------ network files
 
 def network_yaml(hypervisors: int, segments: int, vms: int, *, ids_port: bool = False,
-                 uplink: bool = True, default: str = "allow", learning_ports=(),
-                 learning_max_hosts: int = 4, dpid_base: int = 0xB0_0000,
+                 firewall_port: bool = False, uplink: bool = True, default: str = "allow",
+                 learning_ports=(), learning_max_hosts: int = 4, dpid_base: int = 0xB0_0000,
                  prefix: str = PREFIX) -> str:
     """A network file: VMs spread round-robin over segments, and within a
     segment round-robin over hypervisors (so every segment spans hosts).
     Names: hypervisors <prefix>h1.., VMs <prefix><seg letter><n>; segment
-    k has VLAN 100+k and subnet 10.<k>.0.0/16."""
+    k has VLAN 100+k and subnet 10.<k>.0.0/16. Ports: uplink 1, firewall
+    2, IDS 3, VMs from 10."""
     lines = ["segments:"]
     for k in range(segments):
         lines.append(f"  s{k}: {{vlan: {100 + k}, subnet: 10.{k}.0.0/16}}")
@@ -122,6 +129,8 @@ def network_yaml(hypervisors: int, segments: int, vms: int, *, ids_port: bool = 
         lines.append(f"    dpid: {dpid_base + h}")
         if uplink:
             lines.append("    uplink_port: 1")
+        if firewall_port:
+            lines.append("    firewall_port: 2")
         if ids_port:
             lines.append("    ids_port: 3")
         if learning_ports:
@@ -235,7 +244,6 @@ def wait_for(predicate, timeout: float, interval: float = 0.1):
 
 def ping_rtts(host, ip: str, count: int, interval: float, timeout: float = 1.0):
     """(sent, received, [rtt ms]) from one ping run in a Mininet host."""
-    import re
     out = host.cmd(f"ping -n -c {count} -i {interval} -W {timeout} {ip}")
     rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", out)]
     m = re.search(r"(\d+) packets transmitted, (\d+) received", out)

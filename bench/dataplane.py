@@ -12,6 +12,8 @@ meters and groups and with the hosts' ARP caches flushed:
 Once both paths answer a ping (reactive peers have learned by then), it
 measures TCP throughput (iperf3, reps x seconds) and ping RTT (pings at 20
 ms) between two VMs of one segment on one hypervisor and across two.
+Ratios: every peer to OVS NORMAL, and the cost of mirroring (vguard mirror
+/ vguard isolation). Steering has its own lab (a firewall): bench.steering.
 """
 from __future__ import annotations
 
@@ -20,15 +22,19 @@ import json
 
 from topologies.lab import Lab
 
-from .common import (CORE, flush_neighbours, free_port, log, network_yaml, ping_rtts,
-                     percentile, print_table, ratio, reset_bridges, save, spread, summary,
-                     wait_reachable, write_temp)
+from .common import (CORE, PREFIX, flush_neighbours, free_port, log, network_yaml,
+                     ping_rtts, percentile, print_table, ratio, reset_bridges, save, spread,
+                     summary, wait_reachable, write_temp)
 from .peers import Faucet, Normal, SimpleSwitch, Vguard, bring_up
 
-# vguard modes measured: name -> policy default. Steering hook: when the
-# firewall mode lands, add e.g. "steering": "steer" (or a pairs entry) here.
+# vguard modes measured: name -> policy default. Steering needs a firewall
+# in the lab, which would reflect the other peers' floods back: it is
+# measured on a lab of its own in bench/steering.py.
 VGUARD_MODES = {"isolation": "allow", "mirror": "mirror"}
-PATHS = {"same hypervisor": ("bqa1", "bqa3"), "across hypervisors": ("bqa1", "bqa2")}
+# Segment s0: VMs 1 and 3 on hypervisor 1, VM 2 on hypervisor 2.
+PATHS = {"same hypervisor": (f"{PREFIX}a1", f"{PREFIX}a3"),
+         "across hypervisors": (f"{PREFIX}a1", f"{PREFIX}a2")}
+MIRROR, ISOLATION = "vguard mirror", "vguard isolation"
 
 
 def iperf(client, server_ip: str, seconds: float) -> float | None:
@@ -41,7 +47,21 @@ def iperf(client, server_ip: str, seconds: float) -> float | None:
         return None
 
 
-def measure_peer(lab, peer, port, args) -> dict:
+def measure_path(src, dst, args) -> dict:
+    """Once dst answers a ping: pings for the RTT, then iperf3 runs (the
+    destination runs `iperf3 -s`)."""
+    warm = wait_reachable(src, dst.IP(), 30)
+    sent, received, rtts = ping_rtts(src, dst.IP(), args.pings, 0.02)
+    mbps = [iperf(src, dst.IP(), args.seconds) for _ in range(args.reps)]
+    return {"first_reply_s": warm, "ping_sent": sent, "ping_received": received,
+            "rtt_ms": {"p50": percentile(rtts, 50), "p95": percentile(rtts, 95),
+                       "min": min(rtts, default=None), "max": max(rtts, default=None)},
+            "mbps": summary(mbps)}
+
+
+def measure_peer(lab, peer, port, args, measure=measure_path) -> dict:
+    """Bring a peer up on the emptied lab and measure every path with
+    measure(src, dst, args)."""
     bridges = [hv.name for hv in lab.network.hypervisors]
     reset_bridges(bridges)
     flush_neighbours(lab.net.hosts)
@@ -49,15 +69,7 @@ def measure_peer(lab, peer, port, args) -> dict:
     try:
         out = {"bring_up": timing, "paths": {}}
         for path, (a, b) in PATHS.items():
-            src, dst = lab.host(a), lab.host(b)
-            warm = wait_reachable(src, dst.IP(), 30)
-            sent, received, rtts = ping_rtts(src, dst.IP(), args.pings, 0.02)
-            mbps = [iperf(src, dst.IP(), args.seconds) for _ in range(args.reps)]
-            out["paths"][path] = {
-                "first_reply_s": warm, "ping_sent": sent, "ping_received": received,
-                "rtt_ms": {"p50": percentile(rtts, 50), "p95": percentile(rtts, 95),
-                           "min": min(rtts, default=None), "max": max(rtts, default=None)},
-                "mbps": summary(mbps)}
+            out["paths"][path] = measure(lab.host(a), lab.host(b), args)
         out["packet_ins"] = peer.packet_ins()
         return out
     finally:
@@ -91,11 +103,18 @@ def main(argv=None) -> dict:
                 log(f"  {peer.name} failed: {e}")
                 results[peer.name] = {"error": str(e)}
 
-    tables = [_table(results, args), _ratios(results, args)]
+    to_normal, to_normal_text = _ratios(results, args)
+    mirror, mirror_text = ratio_block(
+        f"Mirror cost: {MIRROR} / {ISOLATION}, same pairs, same run (the mirror "
+        "issue's aim: 0.9 or better)",
+        [(f"{path}: {MIRROR} / {ISOLATION}", _path(results, MIRROR, path),
+          _path(results, ISOLATION, path)) for path in PATHS], args.pings)
+    tables = [_table(results, args), to_normal_text, mirror_text]
     config = {"seconds": args.seconds, "reps": args.reps, "pings": args.pings,
               "ping_interval_s": 0.02, "paths": PATHS,
               "network_file": open(base).read(), "vguard_modes": VGUARD_MODES}
-    save("dataplane", config, results, tables)
+    save("dataplane", config, {"peers": results, "ratios": {
+        "to OVS NORMAL": to_normal, f"{MIRROR} / {ISOLATION}": mirror}}, tables)
     return results
 
 
@@ -124,27 +143,39 @@ def _table(results, args) -> str:
                        f"(min-max); {args.pings} pings at 20 ms", headers, rows)
 
 
-def _ratios(results, args) -> str:
-    """Lines like 'vguard isolation / OVS NORMAL = 0.97 (median of 3)'."""
-    lines = ["Ratios to OVS NORMAL (throughput: higher is better; RTT: lower is better)"]
+def _ratios(results, args):
+    """Every peer to OVS NORMAL, per path."""
+    lines = []
     for path in PATHS:
         ceiling = _path(results, "OVS NORMAL", path)
-        if not ceiling:
-            break
-        for peer in results:
-            p = _path(results, peer, path)
-            if peer == "OVS NORMAL" or not p:
-                continue
-            t = ratio(p["mbps"]["median"], ceiling["mbps"]["median"])
-            rtt = ratio(p["rtt_ms"]["p50"], ceiling["rtt_ms"]["p50"])
-            lines.append(f"  {path}: {peer} / OVS NORMAL = "
-                         + (f"{t:.2f}" if t is not None else "n/a")
-                         + f" throughput (median of {p['mbps']['n']}), "
-                         + (f"{rtt:.2f}" if rtt is not None else "n/a")
-                         + f" RTT (median of {args.pings} pings)")
-    text = "\n".join(lines)
+        lines += [(f"{path}: {peer} / OVS NORMAL", _path(results, peer, path), ceiling)
+                  for peer in results if peer != "OVS NORMAL"]
+    return ratio_block("Ratios to OVS NORMAL (throughput: higher is better; RTT: lower "
+                       "is better)", lines, args.pings)
+
+
+def compare(num: dict, den: dict) -> dict:
+    """num / den of two path measurements: median throughput, median RTT."""
+    if not num or not den:
+        return {"throughput": None, "rtt_p50": None}
+    return {"throughput": ratio(num["mbps"]["median"], den["mbps"]["median"]),
+            "rtt_p50": ratio(num["rtt_ms"]["p50"], den["rtt_ms"]["p50"])}
+
+
+def ratio_block(title: str, lines, pings: int):
+    """Print lines like '  same hypervisor: A / B = 0.97 throughput (median
+    of 3), 1.20 RTT (median of 50 pings)' for (label, num, den) triples;
+    returns ({label: ratios}, text)."""
+    fmt = lambda x: "n/a" if x is None else f"{x:.2f}"   # noqa: E731
+    out, text = {}, [title]
+    for label, num, den in lines:
+        r = out[label] = compare(num, den)
+        n = num["mbps"]["n"] if num else 0
+        text.append(f"  {label} = {fmt(r['throughput'])} throughput (median of {n}), "
+                    f"{fmt(r['rtt_p50'])} RTT (median of {pings} pings)")
+    text = "\n".join(text)
     print(text + "\n", flush=True)
-    return text
+    return out, text
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ import time
 
 from topologies.lab import Lab
 
-from .common import (CORE, flush_neighbours, free_port, log, network_yaml,
+from .common import (CORE, PREFIX, flush_neighbours, free_port, log, network_yaml,
                      print_table, reset_bridges, save, spread, summary, wait_reachable,
                      write_temp)
 from .peers import Faucet, SimpleSwitch, Vguard, bring_up
 
-SRC, DST = "bqa1", "bqa2"         # segment s0, on hypervisors 1 and 2
+SRC, DST = f"{PREFIX}a1", f"{PREFIX}a2"   # segment s0, on hypervisors 1 and 2
 INTERVAL, BEFORE, AFTER = 0.05, 2.0, 3.0
 
 

@@ -22,6 +22,7 @@ BENCHMARKS = {
     "dataplane": 420,
     "convergence": 360,
     "restart": 240,
+    "steering": 300,
 }
 README = os.path.join(REPO, "bench", "README.md")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
