@@ -56,7 +56,8 @@ def spread(s: dict, digits: int = 1, scale: float = 1.0) -> str:
         return "n/a"
     f = f"{{:.{digits}f}}"
     med, lo, hi = (f.format(s[k] * scale) for k in ("median", "min", "max"))
-    return med if s["n"] == 1 else f"{med} ({lo}-{hi})"
+    sep = " to " if s["min"] < 0 else "-"     # '(-3.7 to -1.0)', not '(-3.7--1.0)'
+    return med if s["n"] == 1 else f"{med} ({lo}{sep}{hi})"
 
 
 def ratio(a, b) -> float | None:
@@ -259,6 +260,11 @@ def wait_reachable(host, ip: str, timeout: float) -> float | None:
             return time.monotonic() - t0
         time.sleep(0.1)
     return None
+
+
+def rx_bytes(host) -> int:
+    """Bytes received on a Mininet host's only interface so far."""
+    return int(host.cmd(f"cat /sys/class/net/{host.defaultIntf()}/statistics/rx_bytes"))
 
 
 def flush_neighbours(hosts) -> None:

@@ -6,15 +6,26 @@
 
 The generator emulates N switches. Each does the handshake a controller
 expects (HELLO, FEATURES_REPLY with its own dpid, port-desc with its ports
-up, empty flow and other stats, BARRIER, ECHO, ROLE and bundle replies),
-accepts whatever else it is sent, and then sends PACKET_INs: an
-Ethernet/IPv4/UDP frame from a fresh source MAC (never used before, so
-every controller has something to learn) on one of its ports.
+up, empty stats (flows too, unless report_flows), BARRIER, ECHO, ROLE and
+bundle replies), keeps a flow table from the FLOW_MODs it is sent, and then
+sends PACKET_INs: an Ethernet/IPv4/UDP frame from a fresh source MAC (never
+used before, so every controller has something to learn) on one of its
+ports.
 
 A packet-in is answered when the controller sends, on that switch's
 connection, a PACKET_OUT whose frame has that source MAC, or a FLOW_MOD
 matching that MAC as eth_src or eth_dst (a FLOW_MOD inside an ONF bundle
 counts when the bundle is committed, when it would take effect).
+
+Bundles and barriers behave as Open vSwitch's (ofproto/bundles.c): a bundle
+control request gets its reply type (flags 0) or, on misuse, the ONF
+experimenter error OVS sends (unknown id, already open, closed, other
+flags; the bundle is dropped as OVS drops it); an add must carry the outer
+xid; the flow-mods take effect in the table at commit. Everything is handled
+in arrival order, so a barrier reply follows the work before it. With
+report_flows, flow stats requests are answered from the table (split into
+64 KiB replies), so a controller that polls pays for parsing its flows as
+it would with OVS.
 
   latency mode:    one packet-in outstanding per switch; the time to its answer.
   throughput mode: up to WINDOW outstanding per switch, refilled as answers
@@ -40,8 +51,16 @@ PACKET_IN, PACKET_OUT, FLOW_MOD = 10, 13, 14
 MULTIPART_REQUEST, MULTIPART_REPLY, BARRIER_REQUEST, BARRIER_REPLY = 18, 19, 20, 21
 ROLE_REQUEST, ROLE_REPLY, GET_ASYNC_REQUEST, GET_ASYNC_REPLY = 24, 25, 26, 27
 MP_DESC, MP_AGGREGATE, MP_GROUP_FEATURES, MP_METER_FEATURES, MP_PORT_DESC = 0, 2, 8, 11, 13
+MP_FLOW, MPF_REPLY_MORE = 1, 1
 ONF, BUNDLE_CONTROL, BUNDLE_ADD = 0x4F4E4600, 2300, 2301
-BUNDLE_COMMIT, BUNDLE_DISCARD = 4, 6
+BUNDLE_OPEN, BUNDLE_CLOSE, BUNDLE_COMMIT, BUNDLE_DISCARD = 0, 2, 4, 6
+# ONF experimenter error codes (OpenFlow 1.3 bundle extension), as OVS sends them.
+OFPET_EXPERIMENTER = 0xFFFF
+ONFERR_BAD_ID, ONFERR_BUNDLE_CLOSED, ONFERR_BAD_TYPE, ONFERR_BAD_FLAGS = 2302, 2304, 2306, 2307
+ONFERR_MSG_BAD_XID = 2309
+FC_ADD, FC_DELETE, FC_DELETE_STRICT = 0, 3, 4
+OFPTT_ALL = 0xFF
+MAX_MESSAGE = 0xFFFF
 OFPR_NO_MATCH, OFPR_ACTION = 0, 1
 NO_BUFFER, OFPP_FLOOD, OFPP_ANY = 0xFFFFFFFF, 0xFFFFFFFB, 0xFFFFFFFF
 OXM_OF_IN_PORT = 0x80000004
@@ -129,6 +148,13 @@ class Shape:
     table_id: int = 0
 
 
+@dataclass
+class Bundle:
+    flags: int
+    closed: bool = False
+    messages: list = field(default_factory=list)      # (message type, body)
+
+
 class Switch:
     def __init__(self, index: int, dpid: int, ports: list[int], pi_ports: list[int],
                  shape: Shape):
@@ -140,7 +166,12 @@ class Switch:
         self.answered = self.sent = self.lost = 0
         self.received = Counter()                    # message kind -> count
         self.last_activity = time.monotonic()
-        self.bundles: dict[int, set] = {}            # bundle id -> MACs its flow-mods match
+        self.bundles: dict[int, Bundle] = {}
+        # (table, priority, match bytes) -> (cookie, flow-mod body: for flow stats)
+        self.flows: dict[tuple, tuple[int, bytes]] = {}
+        self.report_flows = False
+        self.flow_mods = 0                           # applied, bundled or not
+        self.bundled = self.commits = 0              # bundle adds accepted, commits done
         self.features_done = asyncio.Event()
         self.answer = asyncio.Event()
         self._n = 0
@@ -218,10 +249,15 @@ class Switch:
             self.send(GET_ASYNC_REPLY, bytes(24), xid)
         elif kind == MULTIPART_REQUEST:
             mp_type = struct.unpack_from("!H", body)[0]
+            if mp_type == MP_FLOW and self.report_flows:
+                self.flow_stats(xid, body)
+                return
             self.send(MULTIPART_REPLY, struct.pack("!HH4x", mp_type, 0)
                       + self.multipart_body(mp_type), xid)
-        elif kind in (PACKET_OUT, FLOW_MOD):
+        elif kind == PACKET_OUT:
             self._answered(answered_macs(kind, body))
+        elif kind == FLOW_MOD:
+            self.apply_flow_mod(body)
         elif kind == EXPERIMENTER and len(body) >= 12:
             self.experimenter(xid, body)
 
@@ -243,25 +279,124 @@ class Switch:
             return bytes(24)
         return b""             # flows, tables, ports...: none
 
+    # -- the flow table
+    def apply_flow_mod(self, body: bytes) -> None:
+        """ADD replaces an entry of the same table, priority and match;
+        DELETE removes by cookie/mask and table, with an empty match (all)
+        or, a simplification, exactly this match. No other command is used
+        by the controllers measured here."""
+        cookie, mask, table, command, _idle, _hard, priority = \
+            struct.unpack_from("!QQBBHHH", body)
+        match_len = (struct.unpack_from("!H", body, 42)[0] + 7) // 8 * 8
+        match = body[40:40 + match_len]
+        self.flow_mods += 1
+        self._answered(macs_in_match(body, 40))       # the packet-ins it answers
+        if command == FC_ADD:
+            self.flows[(table, priority, match)] = (cookie, body)
+        elif command in (FC_DELETE, FC_DELETE_STRICT):
+            any_match = command == FC_DELETE and match_len == 8     # no OXM fields
+            for key, (c, _) in list(self.flows.items()):
+                if (c & mask == cookie & mask and table in (OFPTT_ALL, key[0])
+                        and (any_match or key[2] == match)
+                        and (command == FC_DELETE or key[1] == priority)):
+                    del self.flows[key]
+
+    def flow_stats(self, xid: int, request: bytes) -> None:
+        """The table's entries whose cookie matches the request's cookie/mask
+        (table, port and match filters: the controllers here ask for all)."""
+        cookie, mask = struct.unpack_from("!QQ", request, 32)
+        entries = []
+        for (table, priority, match), (c, fm) in self.flows.items():
+            if c & mask != cookie & mask:
+                continue
+            _c, _m, _t, _cmd, idle, hard, _p, _b, _op, _og, flags = \
+                struct.unpack_from("!QQBBHHHIIIH", fm)
+            tail = fm[40 + len(match):]                      # instructions
+            entries.append(struct.pack("!HBxIIHHHH4xQQQ", 48 + len(match) + len(tail),
+                                       table, 0, 0, priority, idle, hard, flags, c, 0, 0)
+                           + match + tail)
+        replies, chunk, size = [], [], 16                   # 16: the two headers
+        for e in entries:
+            if chunk and size + len(e) > MAX_MESSAGE:
+                replies.append(chunk)
+                chunk, size = [], 16
+            chunk.append(e)
+            size += len(e)
+        replies.append(chunk)
+        for i, chunk in enumerate(replies):
+            more = MPF_REPLY_MORE if i < len(replies) - 1 else 0
+            self.send(MULTIPART_REPLY, struct.pack("!HH4x", MP_FLOW, more) + b"".join(chunk),
+                      xid)
+
+    # -- ONF bundles (OpenFlow 1.3 extension), as OVS does them
+    def error(self, xid: int, code: int, body: bytes) -> None:
+        # ofp_error_experimenter_msg; data: the start of the failed request.
+        request = message(EXPERIMENTER, body, xid)[:64]
+        self.send(ERROR, struct.pack("!HHI", OFPET_EXPERIMENTER, code, ONF) + request, xid)
+
     def experimenter(self, xid: int, body: bytes) -> None:
         vendor, exp_type = struct.unpack_from("!II", body)
         if vendor != ONF:
             return
         if exp_type == BUNDLE_CONTROL:
             bundle_id, ctrl, flags = struct.unpack_from("!IHH", body, 8)
-            if ctrl == BUNDLE_COMMIT:
-                self._answered(self.bundles.pop(bundle_id, ()))
-            elif ctrl == BUNDLE_DISCARD:
-                self.bundles.pop(bundle_id, None)
-            # Replies: OPEN->OPEN_REPLY, CLOSE->CLOSE_REPLY, ... (type + 1).
-            self.send(EXPERIMENTER, struct.pack("!IIIHH", ONF, BUNDLE_CONTROL, bundle_id,
-                                                ctrl + 1, flags), xid)
+            code = self.bundle_control(bundle_id, ctrl, flags)
+            if code:
+                self.error(xid, code, body)
+            else:   # OPEN -> OPEN_REPLY, CLOSE -> CLOSE_REPLY, ... (type + 1), flags 0
+                self.send(EXPERIMENTER, struct.pack("!IIIHH", ONF, BUNDLE_CONTROL,
+                                                    bundle_id, ctrl + 1, 0), xid)
         elif exp_type == BUNDLE_ADD:
-            bundle_id = struct.unpack_from("!I", body, 8)[0]
+            bundle_id, flags = struct.unpack_from("!I2xH", body, 8)
             inner = body[16:]
-            _v, kind, length, _x = struct.unpack_from("!BBHI", inner)
-            macs = answered_macs(kind, inner[8:length])
-            self.bundles.setdefault(bundle_id, set()).update(macs)
+            _v, kind, length, inner_xid = struct.unpack_from("!BBHI", inner)
+            bundle = self.bundles.get(bundle_id)
+            code = (ONFERR_MSG_BAD_XID if inner_xid != xid else
+                    None if bundle is None else
+                    ONFERR_BUNDLE_CLOSED if bundle.closed else
+                    ONFERR_BAD_FLAGS if bundle.flags != flags else None)
+            if code:
+                if code != ONFERR_MSG_BAD_XID:
+                    self.bundles.pop(bundle_id, None)
+                self.error(xid, code, body)
+                return
+            # An add to an unknown id opens it, as in OVS.
+            bundle = self.bundles.setdefault(bundle_id, Bundle(flags))
+            bundle.messages.append((kind, inner[8:length]))
+            self.bundled += 1
+
+    def bundle_control(self, bundle_id: int, ctrl: int, flags: int) -> int | None:
+        """Apply one bundle control request; the error code, or None."""
+        bundle = self.bundles.get(bundle_id)
+        if ctrl not in (BUNDLE_OPEN, BUNDLE_CLOSE, BUNDLE_COMMIT, BUNDLE_DISCARD):
+            return ONFERR_BAD_TYPE            # e.g. a reply type sent to the switch
+        if ctrl == BUNDLE_OPEN:
+            if bundle is not None:
+                del self.bundles[bundle_id]
+                return ONFERR_BAD_ID
+            self.bundles[bundle_id] = Bundle(flags)
+            return None
+        if bundle is None:
+            return ONFERR_BAD_ID
+        if ctrl == BUNDLE_CLOSE:
+            code = ONFERR_BUNDLE_CLOSED if bundle.closed else \
+                ONFERR_BAD_FLAGS if bundle.flags != flags else None
+            if code:
+                del self.bundles[bundle_id]
+            else:
+                bundle.closed = True
+            return code
+        del self.bundles[bundle_id]
+        if ctrl == BUNDLE_COMMIT:
+            if bundle.flags != flags:
+                return ONFERR_BAD_FLAGS
+            for kind, inner in bundle.messages:
+                if kind == FLOW_MOD:
+                    self.apply_flow_mod(inner)
+                elif kind == PACKET_OUT:
+                    self._answered(answered_macs(kind, inner))
+            self.commits += 1
+        return None       # DISCARD: dropped
 
 
 # ------------------------------------------------------------ a run
@@ -311,14 +446,17 @@ async def _quiet(switches, seconds: float, limit: float) -> float:
 
 async def run(host: str, port: int, dpids: list[int], ports: list[int],
               pi_ports: list[int], shapes: dict | Shape, phases: list[tuple[str, float]],
-              ready=None, connect_timeout: float = 30.0) -> dict:
+              ready=None, connect_timeout: float = 30.0, report_flows: bool = False) -> dict:
     """Connect the switches, wait for the controller to settle (and for
     `ready()` if given), then run the phases [(mode, seconds), ...] in turn
     (mode latency, throughput, or hold with a function instead of seconds).
-    shapes: a Shape for all, or dpid -> Shape."""
+    shapes: a Shape for all, or dpid -> Shape. report_flows: answer flow
+    stats requests from the switches' tables (else: no flows)."""
     switches = [Switch(i, dpid, ports, pi_ports,
                        shapes if isinstance(shapes, Shape) else shapes[dpid])
                 for i, dpid in enumerate(dpids)]
+    for sw in switches:
+        sw.report_flows = report_flows
     t0 = time.monotonic()
     for sw in switches:
         await sw.connect(host, port)
@@ -339,8 +477,12 @@ async def run(host: str, port: int, dpids: list[int], ports: list[int],
             if mode == "hold":
                 # Switches stay connected and answering while `seconds`, a
                 # function, runs in a thread (e.g. REST calls to the controller).
-                out["phases"].append({"mode": mode,
-                                      "result": await asyncio.to_thread(seconds)})
+                before = [(s.flow_mods, s.bundled, s.commits) for s in switches]
+                result = await asyncio.to_thread(seconds)
+                out["phases"].append({
+                    "mode": mode, "result": result,
+                    **{k: sum(getattr(s, k) - b[i] for s, b in zip(switches, before))
+                       for i, k in enumerate(("flow_mods", "bundled", "commits"))}})
                 continue
             for sw in switches:
                 sw.latencies, sw.answered, sw.sent, sw.lost = [], 0, 0, 0
@@ -362,6 +504,7 @@ async def run(host: str, port: int, dpids: list[int], ports: list[int],
                                   "answers_per_s": answered / elapsed,
                                   "latency_ms": _stats(samples), "drain_s": drain})
         out["received_by_type"] = dict(sum((s.received for s in switches), Counter()))
+        out["flows_by_dpid"] = {s.dpid: len(s.flows) for s in switches}
         return out
     finally:
         for sw in switches:

@@ -1,14 +1,25 @@
-"""Benchmark 4: how long a policy change through the REST API takes.
+"""Benchmark 4: how long a policy change through the REST API takes, until
+every hypervisor confirms it and until the data plane shows it.
 
-    .venv/bin/python -m bench.policy_change [--reps 5]
+    .venv/bin/python -m bench.policy_change [--reps 5] [--cycles 5]
+        [--sizes 2x20,10x10,10x50,10x100,50x2,50x20] [--no-lab]
 
-PUT /api/v1/policy/default switches the whole network between allow and
-mirror, `reps` times each way; the time is from sending the request to its
-response, which vguard sends once every hypervisor has confirmed the
-change (two-phase bundle commit, barriers). On 2 and 10 emulated
-hypervisors (bench/ofload switches: they confirm at once, so this is the
-controller's own cost) and on a real 2-hypervisor lab (OVS applies the
-flow-mods). Each network has 20 VMs per hypervisor and 2 segments.
+Confirmation: PUT /api/v1/policy/default switches the whole network between
+allow and mirror, `reps` times each way; the time is from sending the
+request to its response, which vguard sends once every hypervisor has
+confirmed the change (two-phase bundle commit, barriers), and the commit
+time the controller reports (`seconds`). On emulated hypervisors
+(bench/ofload switches that answer bundles, barriers and flow stats as OVS
+does, from a flow table of their own; HYPERVISORSxVMS-PER-HYPERVISOR, 2
+segments) and on a real 2-hypervisor lab (OVS applies the flow-mods).
+
+Data plane, on the real lab: an ICMP probe every 10 ms (bench/pinger.py,
+which records when each was sent and answered) from a VM of one segment on
+bc1 to a VM of the other on bc2, isolated from each other; the pair is PUT
+to allow, then back to deny, `cycles` times. The first reply after the
+allow and the first lost probe after the deny, against when the PUT was
+sent and when its response came.
+
 Skipped if the write API is not in apps/rest_api.py.
 """
 from __future__ import annotations
@@ -18,6 +29,8 @@ import asyncio
 import json
 import os
 import secrets
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -26,11 +39,18 @@ import urllib.request
 from topologies.lab import Lab
 
 from . import ofload
-from .common import (CORE, REPO, free_port, log, network_yaml, print_table, save, spread,
+from .common import (REPO, free_port, log, network_yaml, print_table, save, spread,
                      summary, write_temp)
 from .peers import Vguard
 
-ENDPOINT = "/api/v1/policy/default"
+DEFAULT = "/api/v1/policy/default"
+SIZES = "2x20,10x10,10x50,10x100,50x2,50x20"     # hypervisors x VMs per hypervisor
+# The real lab: its own names (OVS bridge names are global on the machine).
+LAB_HVS, LAB_CORE, LAB_VMS = ("bc1", "bc2"), "bccore", 10
+PROBE_SRC, PROBE_DST = "bca1", "bcb1"       # s0 on bc1 -> s1 on bc2
+PROBE_INTERVAL = 0.01                       # s between probes: the resolution
+HOLD = 1.0                                  # s each state is held while probing
+EARLY = 10                                  # probes kept raw per change, in the JSON
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -39,98 +59,266 @@ def api_present() -> bool:
         return '/policy/default": {"PUT"' in f.read()
 
 
-def put_default(base_url: str, token: str, mode: str) -> dict:
+def put(base_url: str, token: str, path: str, mode: str) -> dict:
+    """One write; wall-clock times (comparable with bench.pinger's) and the answer."""
     req = urllib.request.Request(
-        base_url + ENDPOINT, data=json.dumps({"mode": mode}).encode(), method="PUT",
+        base_url + path, data=json.dumps({"mode": mode}).encode(), method="PUT",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-    t = time.monotonic()
+    sent = time.time()
     try:
         with _http.open(req, timeout=60) as r:
             body, status = json.load(r), r.status
     except urllib.error.HTTPError as e:
         body, status = json.loads(e.read() or b"{}"), e.code
-    return {"mode": mode, "status": status, "client_s": time.monotonic() - t,
-            "server_s": body.get("seconds"), "ok": body.get("ok"),
+    answered = time.time()
+    return {"mode": mode, "status": status, "sent": sent, "answered": answered,
+            "client_s": answered - sent, "server_s": body.get("seconds"), "ok": body.get("ok"),
             "applied_to": len(body.get("applied_to") or []), "error": body.get("error")}
 
 
 def switches(base_url: str, token: str, reps: int) -> list[dict]:
     """allow -> mirror -> allow ... `reps` times each way."""
-    return [put_default(base_url, token, mode)
+    return [put(base_url, token, DEFAULT, mode)
             for _ in range(reps) for mode in ("mirror", "allow")]
 
 
-def emulated(hypervisors: int, reps: int, token: str) -> dict:
-    text = network_yaml(hypervisors, 2, 20 * hypervisors, ids_port=True, prefix="bp",
+def compile_ms(net, reps: int = 3) -> dict:
+    """compile_network for the whole network in mirror mode, in this process:
+    the part of each request that grows with VMs x hypervisors."""
+    from controller.compiler import compile_network
+    mirror = net.with_policy(net.policy.with_default("mirror"))
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        compile_network(mirror)
+        times.append((time.perf_counter() - t) * 1000)
+    return summary(times)
+
+
+# ------------------------------------------------------------ emulated hypervisors
+
+def emulated(hypervisors: int, per_hv: int, reps: int, token: str) -> dict:
+    from controller import model
+    text = network_yaml(hypervisors, 2, per_hv * hypervisors, ids_port=True, prefix="bp",
                         dpid_base=0xB3_0000)
-    path = write_temp(text, f"policy-{hypervisors}.yaml")
+    path = write_temp(text, f"policy-{hypervisors}x{per_hv}.yaml")
     state = os.path.join(tempfile.mkdtemp(prefix="bq-state-"), "policy.json")
     peer = Vguard(path, args=["--state-file", state], env={"VGUARD_API_TOKEN": token})
-    from controller import model
     net = model.load(path)
     ports = sorted({1, 3} | {vm.port for vm in net.vms})
     port = free_port()
+    base = f"http://127.0.0.1:{peer.rest_port}"
+
+    def hold():
+        return {"changes": switches(base, token, reps), "health": peer.health()}
+
     peer.start(port)
     try:
         peer.wait_listening()
-        base = f"http://127.0.0.1:{peer.rest_port}"
+        # report_flows: the controller's 2 s counter poll reads every flow back,
+        # as from OVS, so its parsing competes with the changes as it would.
         out = asyncio.run(ofload.run(
             "127.0.0.1", port, [hv.dpid for hv in net.hypervisors], ports, [10],
-            ofload.Shape(), [("hold", lambda: switches(base, token, reps))],
-            ready=peer.ready))
-        return {"changes": out["phases"][0]["result"], "vms": len(net.vms),
-                "hypervisors": hypervisors}
+            ofload.Shape(), [("hold", hold)], ready=peer.ready, connect_timeout=90,
+            report_flows=True))
     finally:
         peer.stop()
+    phase = out["phases"][0]
+    changes = phase["result"]["changes"]
+    # The emulated tables must hold what the controller says it committed.
+    said = {int(d["dpid"], 16): d["flows"]
+            for d in phase["result"]["health"]["datapaths"].values()}
+    return {"hypervisors": hypervisors, "vms": len(net.vms), "changes": changes,
+            "connected_and_ready_s": out["handshake_and_settle_s"],
+            "flows_per_hv": summary(list(out["flows_by_dpid"].values())),
+            "tables_match": out["flows_by_dpid"] == said,
+            "flow_mods_per_change": phase["bundled"] / len(changes),
+            "commits": phase["commits"], "compile_ms": compile_ms(net)}
 
 
-def real(reps: int, token: str) -> dict:
-    path = write_temp(network_yaml(2, 2, 40, ids_port=True), "policy-real.yaml")
-    state = os.path.join(tempfile.mkdtemp(prefix="bq-state-"), "policy.json")
+# ------------------------------------------------------------ the real lab
+
+def lab_yaml(vms: int = LAB_VMS) -> str:
+    """2 hypervisors, 2 segments with no subnet (the VMs get /8, so a
+    cross-segment ping needs no router), VMs alternating over segments and
+    hypervisors: s0 = bca1 (bc1), bca2 (bc2), ...; s1 = bcb1 (bc2), bcb2 (bc1), ..."""
+    lines = ["segments:", "  s0: {vlan: 100}", "  s1: {vlan: 101}", "hypervisors:"]
+    lines += [f"  {hv}: {{dpid: {0xBC00 + i}, uplink_port: 1, ids_port: 3}}"
+              for i, hv in enumerate(LAB_HVS, start=1)]
+    lines.append("vms:")
+    next_port = dict.fromkeys(LAB_HVS, 10)
+    for i in range(vms):
+        k, n = i % 2, i // 2 + 1
+        hv = LAB_HVS[(n + k + 1) % 2]
+        lines.append(f"  bc{'ab'[k]}{n}: {{hypervisor: {hv}, port: {next_port[hv]}, "
+                     f"segment: s{k}, mac: \"02:bc:00:00:0{k}:{n:02x}\", ip: 10.{k}.0.{n}}}")
+        next_port[hv] += 1
+    lines += ["policy:", "  default: allow"]
+    return "\n".join(lines) + "\n"
+
+
+def probe(lab: Lab, token: str, cycles: int) -> dict:
+    """Allow then deny the pair under a steady stream of probes, `cycles` times."""
+    net = lab.network
+    src, dst = lab.host(PROBE_SRC), lab.host(PROBE_DST)
+    vm_src, vm_dst = net.vm(PROBE_SRC), net.vm(PROBE_DST)
+    # Static neighbours: otherwise the first reply would wait for ARP
+    # (retried once a second after failing while denied), not for the policy.
+    for host, peer in ((src, vm_dst), (dst, vm_src)):
+        host.cmd(f"ip neigh replace {peer.ip} lladdr {peer.mac} "
+                 f"dev {host.defaultIntf()} nud permanent")
+    pair = f"/api/v1/policy/pairs/{vm_src.segment}/{vm_dst.segment}"
+    pinger = src.popen([sys.executable, "-m", "bench.pinger", str(vm_dst.ip),
+                        "--interval", str(PROBE_INTERVAL)], cwd=REPO,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    puts = []
+    try:
+        time.sleep(HOLD)                     # isolated: nothing may get through
+        for _ in range(cycles):
+            for mode in ("allow", "deny"):
+                puts.append(put(lab.rest_url, token, pair, mode))
+                time.sleep(HOLD)
+    finally:
+        pinger.terminate()
+        out, err = pinger.communicate(timeout=10)
+    if pinger.returncode:
+        raise RuntimeError(f"bench.pinger failed: {err.strip()[-500:]}")
+    probes = json.loads(out)
+    answered = {seq: t for seq, t in probes["replies"]}
+    sent = [(t, answered.get(seq)) for seq, t in probes["sent"]]    # (sent, reply or None)
+    return {"pair": [PROBE_SRC, PROBE_DST], "puts": puts, "probes_sent": len(sent),
+            "through_before_first_put": sum(1 for t, r in sent
+                                            if t < puts[0]["sent"] and r is not None),
+            "windows": windows(puts, sent)}
+
+
+def windows(puts: list[dict], probes: list[tuple]) -> list[dict]:
+    """Per PUT, the probes sent until the next PUT. After an allow, the edge
+    is the first reply (the new behaviour shows); after a deny, the sending
+    of the first probe of the final run of lost ones (it stopped)."""
+    out = []
+    for i, p in enumerate(puts):
+        end = puts[i + 1]["sent"] if i + 1 < len(puts) else float("inf")
+        mine = [(t, r) for t, r in probes if p["sent"] <= t < end]
+        if p["mode"] == "allow":
+            edge = min((r for _t, r in mine if r is not None), default=None)
+            # Lost after traffic flowed: the change did not hold (or plain loss).
+            stray = sum(1 for t, r in mine if r is None and edge is not None and t > edge)
+        else:
+            last = max((t for t, r in mine if r is not None), default=p["sent"])
+            lost = [t for t, r in mine if r is None and t > last]
+            edge = lost[0] if lost else None
+            # Lost before the last one through: it flapped (or plain loss).
+            stray = sum(1 for t, r in mine if r is None and t < last)
+        out.append({"mode": p["mode"], "ok": p["status"] == 200 and bool(p["ok"]),
+                    "probes": len(mine), "stray": stray, "client_ms": p["client_s"] * 1000,
+                    "from_sent_ms": None if edge is None else (edge - p["sent"]) * 1000,
+                    "from_answer_ms": None if edge is None else (edge - p["answered"]) * 1000,
+                    # Raw: the first probes, [ms after the PUT was sent, RTT ms or None].
+                    "first_probes": [[round((t - p["sent"]) * 1000, 2),
+                                      None if r is None else round((r - t) * 1000, 3)]
+                                     for t, r in mine[:EARLY]]})
+    return out
+
+
+def real(reps: int, cycles: int, token: str) -> dict:
+    path = write_temp(lab_yaml(), "policy-real.yaml")
+    state = os.path.join(tempfile.mkdtemp(prefix="bc-state-"), "policy.json")
     os.environ["VGUARD_API_TOKEN"] = token        # the Lab's controller inherits it
     try:
-        with Lab(path, controller_args=["--state-file", state], core=CORE) as lab:
-            return {"changes": switches(lab.rest_url, token, reps), "vms": 40,
-                    "hypervisors": 2}
+        with Lab(path, controller_args=["--state-file", state], core=LAB_CORE) as lab:
+            changes = switches(lab.rest_url, token, reps)
+            flows = [d["flows"] for d in lab.status()["datapaths"].values()]
+            probes = probe(lab, token, cycles) if cycles else None
     finally:
         os.environ.pop("VGUARD_API_TOKEN", None)
+    from controller import model
+    return {"hypervisors": len(LAB_HVS), "vms": LAB_VMS, "changes": changes,
+            "flows_per_hv": summary(flows), "compile_ms": compile_ms(model.load(path)),
+            "probes": probes}
+
+
+# ------------------------------------------------------------ tables
+
+def confirmation_row(name: str, r: dict) -> list:
+    if "error" in r:
+        return [name, None, None, None, "error", None, None, None]
+    good = [c for c in r["changes"] if c["status"] == 200 and c["ok"]
+            and c["applied_to"] == r["hypervisors"]]
+    confirmed = f"{len(good)}/{len(r['changes'])}"
+    if r.get("tables_match") is False:
+        confirmed += " (switch tables differ!)"
+    mods = r.get("flow_mods_per_change")
+    return [name, r["vms"], spread(r["flows_per_hv"], 0),
+            None if mods is None else f"{mods:.0f}",
+            spread(summary([c["client_s"] * 1000 for c in good]), 1),
+            spread(summary([(c["server_s"] or 0) * 1000 for c in good]), 1),
+            spread(r["compile_ms"], 1), confirmed]
+
+
+def dataplane_rows(p: dict) -> list[list]:
+    rows = []
+    for mode, what in (("allow", "deny -> allow: first reply back"),
+                       ("deny", "allow -> deny: first probe lost (its sending)")):
+        ws = [w for w in p["windows"] if w["mode"] == mode]
+        seen = [w for w in ws if w["ok"] and w["from_sent_ms"] is not None]
+        rows.append([what, spread(summary([w["client_ms"] for w in ws if w["ok"]]), 1),
+                     spread(summary([w["from_sent_ms"] for w in seen]), 1),
+                     spread(summary([w["from_answer_ms"] for w in seen]), 1),
+                     f"{len(seen)}/{len(ws)}", sum(w["stray"] for w in ws)])
+    return rows
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--reps", type=int, default=5, help="changes each way")
+    ap.add_argument("--reps", type=int, default=5, help="default-mode changes each way")
+    ap.add_argument("--cycles", type=int, default=5,
+                    help="allow/deny cycles of the probed pair on the real lab")
+    ap.add_argument("--sizes", default=SIZES,
+                    help="emulated HYPERVISORSxVMS-PER-HYPERVISOR, comma-separated")
+    ap.add_argument("--no-lab", action="store_true", help="emulated hypervisors only")
     args = ap.parse_args(argv)
     if not api_present():
-        print(f"policy change: skipped: apps/rest_api.py has no PUT {ENDPOINT} yet\n")
+        print(f"policy change: skipped: apps/rest_api.py has no PUT {DEFAULT} yet\n")
         save("policy_change", {"skipped": True}, {}, [])
         return {}
+    sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",") if s]
     token = secrets.token_urlsafe(24)
+    runs = [(f"{h} emulated x {v} VMs", lambda h=h, v=v: emulated(h, v, args.reps, token))
+            for h, v in sizes]
+    if not args.no_lab:
+        runs.append((f"{len(LAB_HVS)} real (OVS) x {LAB_VMS // len(LAB_HVS)} VMs",
+                     lambda: real(args.reps, args.cycles, token)))
     results = {}
-    for name, run in [("2 emulated hypervisors", lambda: emulated(2, args.reps, token)),
-                      ("10 emulated hypervisors", lambda: emulated(10, args.reps, token)),
-                      ("2 real hypervisors (OVS)", lambda: real(args.reps, token))]:
+    for name, run in runs:
         log(f"policy change: {name}")
         try:
             results[name] = run()
         except Exception as e:
             log(f"  {name} failed: {e}")
             results[name] = {"error": str(e)}
-    rows = []
-    for name, r in results.items():
-        if "error" in r:
-            rows.append([name, None, "error", None, None])
-            continue
-        good = [c for c in r["changes"] if c["status"] == 200 and c["ok"]
-                and c["applied_to"] == r["hypervisors"]]
-        rows.append([name, r["vms"], spread(summary([c["client_s"] * 1000 for c in good]), 1),
-                     spread(summary([(c["server_s"] or 0) * 1000 for c in good]), 1),
-                     f"{len(good)}/{len(r['changes'])}"])
     tables = [print_table(
-        f"Policy change: PUT {ENDPOINT} allow <-> mirror, {args.reps} each way; "
-        "ms, median (min-max)",
-        ["hypervisors", "VMs", "request to response ms", "commit (server) ms",
-         "confirmed by all"], rows)]
-    save("policy_change", {"reps": args.reps, "endpoint": ENDPOINT}, results, tables)
+        f"Policy change: PUT {DEFAULT} allow <-> mirror, {args.reps} each way, until every "
+        "hypervisor confirmed; ms, median (min-max)",
+        ["hypervisors x VMs each", "VMs", "flows per hv", "flow-mods per change",
+         "request to response ms", "commit (server) ms", "compile ms", "confirmed by all"],
+        [confirmation_row(name, r) for name, r in results.items()])]
+    lab = next((r for r in results.values() if r.get("probes")), None)
+    if lab:
+        p = lab["probes"]
+        title = (f"Policy change to the data plane: 2 real hypervisors (OVS), PUT "
+                 f"/api/v1/policy/pairs/s0/s1 under an ICMP probe every "
+                 f"{PROBE_INTERVAL * 1000:.0f} ms {p['pair'][0]} (bc1, s0) -> "
+                 f"{p['pair'][1]} (bc2, s1); ms, median (min-max) of {args.cycles}; "
+                 f"probes through before the first allow: {p['through_before_first_put']}")
+        tables.append(print_table(title, ["change", "request to response ms",
+                                          "request sent to data plane ms",
+                                          "response to data plane ms", "cycles seen",
+                                          "probes lost out of turn"],
+                                  dataplane_rows(p)))
+    save("policy_change", {"reps": args.reps, "cycles": args.cycles, "sizes": sizes,
+                           "probe_interval_s": PROBE_INTERVAL, "hold_s": HOLD},
+         results, tables)
     return results
 
 

@@ -18,7 +18,7 @@ from .common import REPO, RESULTS, log, machine
 BENCHMARKS = {
     "scale": 120,
     "controller_load": 240,
-    "policy_change": 120,
+    "policy_change": 180,
     "dataplane": 420,
     "convergence": 360,
     "restart": 240,
