@@ -57,12 +57,14 @@ def compile_network(net: Network, learned: frozenset[LearnedHost] = frozenset(),
     learned_per_port = defaultdict(int)
     for lh in learned:
         learned_per_port[(lh.hypervisor, lh.port)] += 1
+    destination = _destination(net, all_hosts)       # the same on every hypervisor
+    to_uplink = {}                                   # shared remote-host entries
     out = {}
     for hv in net.hypervisors:
         flows = (_ingress(net, hv, all_hosts, learned_per_port)
-                 + _destination(net, all_hosts)
+                 + destination
                  + _policy(net, hv, all_hosts, hv.name in firewalls_down)
-                 + _forward(net, hv, all_hosts))
+                 + _forward(net, hv, all_hosts, to_uplink))
         _check_unique(hv.name, flows)
         out[hv.name] = flows
     return out
@@ -317,15 +319,21 @@ def _allowed(net: Network):
 
 # -- table 3: where the frame leaves
 
-def _forward(net: Network, hv: Hypervisor, all_hosts: list[Host]) -> list[Flow]:
+def _forward(net: Network, hv: Hypervisor, all_hosts: list[Host],
+             to_uplink: dict) -> list[Flow]:
+    """to_uplink: (host, uplink port) -> entry, shared by the hypervisors of
+    one compile (they usually use the same uplink port number)."""
     flows = [flow(FORWARD, 0, "no-route")]
     for h in all_hosts:
         if h.hypervisor == hv.name:
             flows.append(flow(FORWARD, 200, "deliver", eth_dst=h.mac,
                               actions=[("output", h.port)]))
         elif hv.uplink_port is not None:
-            flows.append(flow(FORWARD, 200, "to-uplink", eth_dst=h.mac,
-                              actions=_tagged_uplink(h.vlan, hv.uplink_port)))
+            key = (h, hv.uplink_port)
+            if key not in to_uplink:
+                to_uplink[key] = flow(FORWARD, 200, "to-uplink", eth_dst=h.mac,
+                                      actions=_tagged_uplink(h.vlan, hv.uplink_port))
+            flows.append(to_uplink[key])
     local_ports = defaultdict(list)
     remote_segments = set()
     for h in all_hosts:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 # Tables, in packet order.
@@ -98,7 +99,7 @@ class Flow:
     def is_drop(self) -> bool:
         return not self.actions and self.goto is None
 
-    @property
+    @cached_property      # hashed once: plans and audits ask for it many times
     def cookie(self) -> int:
         identity = repr((self.table, self.priority, self.match, self.actions,
                          self.write_metadata, self.goto, self.meter,

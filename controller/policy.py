@@ -17,6 +17,7 @@ VM sends or receives, of what the other scopes allow, through the firewall)
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Callable
 
 SCOPE_MODES = ("deny", "allow", "mirror", "steer", "steer-mirror")
@@ -55,11 +56,24 @@ class Policy:
     def mode(self, src: str, dst: str) -> str:
         """The mode for traffic from segment src to segment dst."""
         if src == dst:
-            return dict(self.segments).get(src, self.default)
-        return dict(self.pairs).get(tuple(sorted((src, dst))), "deny")
+            return self._by_segment.get(src, self.default)
+        return self._by_pair.get(tuple(sorted((src, dst))), "deny")
 
     def vm_rule(self, vm: str) -> VMRule:
-        return dict(self.vms).get(vm, VMRule())
+        return self._by_vm.get(vm, VMRule())
+
+    # Look-ups the compiler makes per VM, kept as dicts once built.
+    @cached_property
+    def _by_segment(self) -> dict:
+        return dict(self.segments)
+
+    @cached_property
+    def _by_pair(self) -> dict:
+        return dict(self.pairs)
+
+    @cached_property
+    def _by_vm(self) -> dict:
+        return dict(self.vms)
 
     def _modes(self) -> set:
         return ({self.default} | {m for _, m in self.segments} | {m for _, m in self.pairs}
