@@ -318,7 +318,13 @@ class SegmentSwitch(app_manager.RyuApp):
         if msg.type == ofp.OFPET_METER_MOD_FAILED and msg.code == ofp.OFPMMFC_METER_EXISTS:
             return
         name = state.hv.name if state else f"{msg.datapath.id:016x}"
-        description = f"switch error type={msg.type} code={msg.code}"
+        if msg.type == ofp.OFPET_EXPERIMENTER:
+            # OVS reports bundle errors this way (ONF extension): the
+            # experimenter's own error type is what says what went wrong.
+            description = (f"switch error experimenter={getattr(msg, 'experimenter', '?')} "
+                           f"exp_type={getattr(msg, 'exp_type', '?')}")
+        else:
+            description = f"switch error type={msg.type} code={msg.code}"
         self.logger.error("%s: %s for xid %d", name, description, msg.xid)
         self.committer.error_received(msg.datapath.id, msg.xid, description)
 
