@@ -1,40 +1,52 @@
 """Benchmark 1: the data plane under each controller, against OVS NORMAL.
 
     .venv/bin/python -m bench.dataplane [--seconds 5] [--reps 3] [--pings 50]
+                                        [--pair-reps 4] [--pair-seconds 4]
 
 One Mininet lab (2 hypervisors, 2 segments, 6 VMs, an IDS port on each
 hypervisor) is built once; its bridges are secure-mode and pointed at one
 OpenFlow port. Each peer in turn gets the same lab, emptied of flows,
 meters and groups and with the hosts' ARP caches flushed:
-  OVS NORMAL (the ceiling), simple_switch_13, Faucet, vguard in isolation
-  mode (policy default allow) and in mirror mode (default mirror: every
-  allowed frame is also copied to the IDS port).
+  OVS NORMAL (the ceiling), simple_switch_13, Faucet, and one vguard
+  process whose policy default is switched through the REST API between
+  isolation (allow) and mirror (every allowed frame also copied to the
+  IDS port).
 Once both paths answer a ping (reactive peers have learned by then), it
 measures TCP throughput (iperf3, reps x seconds) and ping RTT (pings at 20
 ms) between two VMs of one segment on one hypervisor and across two.
+vguard's two modes are measured paired (see paired()): pair-reps
+repetitions of isolation, mirror, mirror, isolation.
 Ratios: every peer to OVS NORMAL, and the cost of mirroring (vguard mirror
-/ vguard isolation). Steering has its own lab (a firewall): bench.steering.
+/ vguard isolation, the median of the per-repetition ratios). Steering has
+its own lab (a firewall): bench.steering.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import secrets
+import statistics
 
 from topologies.lab import Lab
 
 from .common import (CORE, PREFIX, flush_neighbours, free_port, log, network_yaml,
-                     ping_rtts, percentile, print_table, ratio, reset_bridges, save, spread,
-                     summary, wait_reachable, write_temp)
+                     ping_rtts, percentile, print_table, ratio, reset_bridges, rx_bytes, save,
+                     spread, summary, wait_reachable, write_temp)
 from .peers import Faucet, Normal, SimpleSwitch, Vguard, bring_up
 
-# vguard modes measured: name -> policy default. Steering needs a firewall
-# in the lab, which would reflect the other peers' floods back: it is
-# measured on a lab of its own in bench/steering.py.
-VGUARD_MODES = {"isolation": "allow", "mirror": "mirror"}
+MIRROR, ISOLATION = "vguard mirror", "vguard isolation"
+# vguard modes measured: label -> policy default, the baseline first.
+# Steering needs a firewall in the lab, which would reflect the other
+# peers' floods back: it is measured on a lab of its own in
+# bench/steering.py.
+VGUARD_MODES = {ISOLATION: "allow", MIRROR: "mirror"}
 # Segment s0: VMs 1 and 3 on hypervisor 1, VM 2 on hypervisor 2.
 PATHS = {"same hypervisor": (f"{PREFIX}a1", f"{PREFIX}a3"),
          "across hypervisors": (f"{PREFIX}a1", f"{PREFIX}a2")}
-MIRROR, ISOLATION = "vguard mirror", "vguard isolation"
+# Slots of one repetition (0: the baseline mode, 1: the other): a load
+# change on the shared machine that drifts steadily over a repetition then
+# weighs the same on both modes.
+ABBA = (0, 1, 1, 0)
 
 
 def iperf(client, server_ip: str, seconds: float) -> float | None:
@@ -54,9 +66,96 @@ def measure_path(src, dst, args) -> dict:
     sent, received, rtts = ping_rtts(src, dst.IP(), args.pings, 0.02)
     mbps = [iperf(src, dst.IP(), args.seconds) for _ in range(args.reps)]
     return {"first_reply_s": warm, "ping_sent": sent, "ping_received": received,
-            "rtt_ms": {"p50": percentile(rtts, 50), "p95": percentile(rtts, 95),
-                       "min": min(rtts, default=None), "max": max(rtts, default=None)},
-            "mbps": summary(mbps)}
+            "rtt_ms": _rtt(rtts), "mbps": summary(mbps)}
+
+
+def _rtt(rtts) -> dict:
+    return {"p50": percentile(rtts, 50), "p95": percentile(rtts, 95),
+            "min": min(rtts, default=None), "max": max(rtts, default=None)}
+
+
+def paired(vguard, modes: dict, src, dst, args, probe=None) -> dict:
+    """Two policy modes of one vguard (modes: label -> default, baseline
+    first) on one pair, interleaved: per repetition, slots in ABBA order,
+    the mode set by PUT before each. A mode gets half its iperf3 time and
+    pings per repetition in each of its two slots; its figure for the
+    repetition is the mean throughput of the two and the median of all its
+    pings, and the repetition's ratio is other / baseline. probe(): a dict
+    of cumulative counters; their change over each slot is added up per
+    mode."""
+    labels = list(modes)
+    reps = [{label: {"mbps": [], "rtts": []} for label in labels}
+            for _ in range(args.pair_reps)]
+    totals = {label: {"ping_sent": 0, "ping_received": 0, "counters": {}}
+              for label in labels}
+    slots = []
+    for r, rep in enumerate(reps):
+        for i in ABBA:
+            label = labels[i]
+            change = vguard.set_default(modes[label])
+            before = probe() if probe else {}
+            reached = wait_reachable(src, dst.IP(), 10)
+            sent, received, rtts = ping_rtts(src, dst.IP(), args.pings // 2, 0.02)
+            mbps = iperf(src, dst.IP(), args.pair_seconds / 2) if reached is not None else None
+            after = probe() if probe else {}
+            rep[label]["mbps"].append(mbps)
+            rep[label]["rtts"] += rtts
+            t = totals[label]
+            t["ping_sent"] += sent
+            t["ping_received"] += received
+            for k in after:
+                t["counters"][k] = t["counters"].get(k, 0) + after[k] - before[k]
+            slots.append({"rep": r, "mode": label, "mbps": mbps, "rtts": rtts,
+                          "put_changed": change.get("changed"),
+                          "put_seconds": change.get("seconds")})
+
+    def mean(xs):
+        return None if None in xs else statistics.mean(xs)
+
+    per_rep = [{label: {"mbps": mean(m[label]["mbps"]),
+                        "rtt_p50": percentile(m[label]["rtts"], 50) if m[label]["rtts"]
+                        else None} for label in labels} for m in reps]
+    out = {"modes": {}, "ratios": {}, "slots": slots}
+    for label in labels:
+        everything = [x for s in slots if s["mode"] == label for x in s["rtts"]]
+        out["modes"][label] = {
+            **totals[label], "rtt_ms": _rtt(everything),
+            "mbps": summary(p[label]["mbps"] for p in per_rep),
+            "rtt_p50_ms": summary(p[label]["rtt_p50"] for p in per_rep)}
+    base, other = labels
+    out["ratios"] = {"throughput": summary(ratio(p[other]["mbps"], p[base]["mbps"])
+                                           for p in per_rep),
+                     "rtt_p50": summary(ratio(p[other]["rtt_p50"], p[base]["rtt_p50"])
+                                        for p in per_rep)}
+    return out
+
+
+def paired_block(title: str, pairs: dict, notes=()) -> tuple[dict, str]:
+    """For each path's paired() result, a line with each mode's median
+    (min-max) over the repetitions, then one like 'same hypervisor: B / A =
+    0.96 throughput (median of 4 paired ratios, 0.91-0.99), 1.02 RTT (...)';
+    then the notes. Returns ({label: ratios}, text)."""
+    def ratio_text(s, what):
+        if not s or s["median"] is None:
+            return f"n/a {what}"
+        return (f"{s['median']:.2f} {what} (median of {s['n']} paired ratios, "
+                f"{s['min']:.2f}-{s['max']:.2f})")
+    out, text = {}, [title]
+    for path, p in pairs.items():
+        if not p.get("modes"):
+            text.append(f"  {path}: not measured")
+            continue
+        base, other = p["modes"]
+        text.append(f"  {path}: " + "; ".join(
+            f"{label} {spread(m['mbps'], 0)} Mbit/s, RTT p50 {spread(m['rtt_p50_ms'], 3)} ms"
+            for label, m in p["modes"].items()))
+        label = f"{path}: {other} / {base}"
+        r = out[label] = p["ratios"]
+        text.append(f"  {label} = {ratio_text(r['throughput'], 'throughput')}, "
+                    f"{ratio_text(r['rtt_p50'], 'RTT')}")
+    text = "\n".join(text + list(notes))
+    print(text + "\n", flush=True)
+    return out, text
 
 
 def measure_peer(lab, peer, port, args, measure=measure_path) -> dict:
@@ -76,46 +175,89 @@ def measure_peer(lab, peer, port, args, measure=measure_path) -> dict:
         peer.stop()
 
 
+def pair_args(ap) -> None:
+    """The paired comparison's knobs (bench.steering has the same)."""
+    ap.add_argument("--pair-reps", type=int, default=4,
+                    help="repetitions of the paired vguard modes (A B B A each)")
+    ap.add_argument("--pair-seconds", type=float, default=4.0,
+                    help="iperf3 seconds per vguard mode and repetition (two runs of half); "
+                    "--pings is per mode and repetition too (two halves)")
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0, help="per iperf3 run")
     ap.add_argument("--reps", type=int, default=3, help="iperf3 runs per path")
     ap.add_argument("--pings", type=int, default=50)
+    pair_args(ap)
     args = ap.parse_args(argv)
 
-    files = {mode: write_temp(network_yaml(2, 2, 6, ids_port=True, default=default),
-                              f"dataplane-{mode}.yaml")
-             for mode, default in VGUARD_MODES.items()}
-    base = files["isolation"]
+    base = write_temp(network_yaml(2, 2, 6, ids_port=True), "dataplane.yaml")
     port = free_port()
-    results = {}
+    results, pairs = {}, {}
     with Lab(base, controller=False, controller_port=port, core=CORE) as lab:
         bridges = [hv.name for hv in lab.network.hypervisors]
         for (a, b) in PATHS.values():
             lab.host(b).cmd("iperf3 -s -D")
-        peers = [Normal(bridges), SimpleSwitch(), Faucet(lab.network)]
-        peers += [Vguard(path, f"vguard {mode}") for mode, path in files.items()]
-        for peer in peers:
+        for peer in [Normal(bridges), SimpleSwitch(), Faucet(lab.network)]:
             log(f"data plane: {peer.name}")
             try:
                 results[peer.name] = measure_peer(lab, peer, port, args)
             except Exception as e:       # one failing peer must not hide the others
                 log(f"  {peer.name} failed: {e}")
                 results[peer.name] = {"error": str(e)}
+        log(f"data plane: vguard, {ISOLATION} and {MIRROR} paired")
+        ids = [lab.host(f"{hv}ids") for hv in bridges]
+        vguard = Vguard(base, "vguard", token=secrets.token_hex(24))
 
+        def measure(src, dst, args):
+            # What the IDS ports and the destination received: mirroring
+            # shows as IDS bytes close to the destination's, isolation as ~0.
+            def probe():
+                return {"ids_bytes": sum(rx_bytes(h) for h in ids),
+                        "destination_bytes": rx_bytes(dst)}
+            return paired(vguard, VGUARD_MODES, src, dst, args, probe)
+        try:
+            run = measure_peer(lab, vguard, port, args, measure)
+            pairs = run["paths"]
+            for label in VGUARD_MODES:
+                results[label] = {"paths": {path: p["modes"][label]
+                                            for path, p in pairs.items()}}
+        except Exception as e:
+            log(f"  vguard failed: {e}")
+            for label in VGUARD_MODES:
+                results[label] = {"error": str(e)}
+
+    table = _table(results, args)
     to_normal, to_normal_text = _ratios(results, args)
-    mirror, mirror_text = ratio_block(
-        f"Mirror cost: {MIRROR} / {ISOLATION}, same pairs, same run (the mirror "
-        "issue's aim: 0.9 or better)",
-        [(f"{path}: {MIRROR} / {ISOLATION}", _path(results, MIRROR, path),
-          _path(results, ISOLATION, path)) for path in PATHS], args.pings)
-    tables = [_table(results, args), to_normal_text, mirror_text]
+    mirror, mirror_text = paired_block(
+        f"Mirror cost: {MIRROR} / {ISOLATION}, one controller switched by PUT between "
+        f"them, ABBA x {args.pair_reps}, ratios within each repetition (the mirror "
+        "issue's aim: 0.9 or better)", {path: pairs.get(path, {}) for path in PATHS},
+        _mirrored(pairs))
+    tables = [table, to_normal_text, mirror_text]
     config = {"seconds": args.seconds, "reps": args.reps, "pings": args.pings,
-              "ping_interval_s": 0.02, "paths": PATHS,
+              "pair_reps": args.pair_reps, "pair_seconds": args.pair_seconds,
+              "pair_order": "ABBA", "ping_interval_s": 0.02, "paths": PATHS,
               "network_file": open(base).read(), "vguard_modes": VGUARD_MODES}
-    save("dataplane", config, {"peers": results, "ratios": {
+    save("dataplane", config, {"peers": results, "paired": pairs, "ratios": {
         "to OVS NORMAL": to_normal, f"{MIRROR} / {ISOLATION}": mirror}}, tables)
     return results
+
+
+def _mirrored(pairs) -> list[str]:
+    """Lines saying what the IDS ports got in each mode, against what the
+    destination got: evidence that the mirror slots really mirrored."""
+    lines = []
+    for path, p in pairs.items():
+        c = {label: m["counters"] for label, m in p["modes"].items()}
+        lines.append(f"  {path}: IDS ports received "
+                     + ", ".join(f"{c[label]['ids_bytes'] / 1e6:.0f} MB under {label}"
+                                 for label in VGUARD_MODES)
+                     + "; the destination "
+                     + ", ".join(f"{c[label]['destination_bytes'] / 1e6:.0f} MB"
+                                 for label in VGUARD_MODES))
+    return lines
 
 
 def _path(results, peer, path) -> dict:
@@ -140,7 +282,14 @@ def _table(results, args) -> str:
     for path in PATHS:
         headers += [f"{path}: Mbit/s", f"{path}: RTT p50/p95 ms"]
     return print_table(f"Data plane: iperf3 TCP {args.reps} x {args.seconds:g} s, median "
-                       f"(min-max); {args.pings} pings at 20 ms", headers, rows)
+                       f"(min-max); {args.pings} pings at 20 ms. vguard rows: {pair_note(args)}",
+                       headers, rows)
+
+
+def pair_note(args) -> str:
+    return (f"{args.pair_reps} paired repetitions, per mode 2 x {args.pair_seconds / 2:g} s "
+            f"(their mean; median (min-max) over repetitions) and 2 x {args.pings // 2} "
+            "pings each")
 
 
 def _ratios(results, args):
@@ -151,7 +300,7 @@ def _ratios(results, args):
         lines += [(f"{path}: {peer} / OVS NORMAL", _path(results, peer, path), ceiling)
                   for peer in results if peer != "OVS NORMAL"]
     return ratio_block("Ratios to OVS NORMAL (throughput: higher is better; RTT: lower "
-                       "is better)", lines, args.pings)
+                       "is better)", lines)
 
 
 def compare(num: dict, den: dict) -> dict:
@@ -162,17 +311,20 @@ def compare(num: dict, den: dict) -> dict:
             "rtt_p50": ratio(num["rtt_ms"]["p50"], den["rtt_ms"]["p50"])}
 
 
-def ratio_block(title: str, lines, pings: int):
-    """Print lines like '  same hypervisor: A / B = 0.97 throughput (median
-    of 3), 1.20 RTT (median of 50 pings)' for (label, num, den) triples;
-    returns ({label: ratios}, text)."""
+def ratio_block(title: str, lines):
+    """Print lines like '  same hypervisor: A / B = 0.97 throughput (medians
+    of 3 and 3), 1.20 RTT (medians of 50 and 50 pings)' for (label, num,
+    den) triples; returns ({label: ratios}, text). Unpaired: A and B were
+    measured at different times."""
     fmt = lambda x: "n/a" if x is None else f"{x:.2f}"   # noqa: E731
     out, text = {}, [title]
     for label, num, den in lines:
         r = out[label] = compare(num, den)
-        n = num["mbps"]["n"] if num else 0
-        text.append(f"  {label} = {fmt(r['throughput'])} throughput (median of {n}), "
-                    f"{fmt(r['rtt_p50'])} RTT (median of {pings} pings)")
+        n = [x["mbps"]["n"] if x else 0 for x in (num, den)]
+        pings = [x.get("ping_received", 0) if x else 0 for x in (num, den)]
+        text.append(f"  {label} = {fmt(r['throughput'])} throughput (medians of {n[0]} and "
+                    f"{n[1]}), {fmt(r['rtt_p50'])} RTT (medians of {pings[0]} and "
+                    f"{pings[1]} pings)")
     text = "\n".join(text)
     print(text + "\n", flush=True)
     return out, text

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import yaml
@@ -249,14 +250,28 @@ class Faucet(Peer):
 
 
 class Vguard(Peer):
-    """This controller; readiness and packet-ins from GET /api/v1/health."""
+    """This controller; readiness and packet-ins from GET /api/v1/health.
+    token: the REST API's bearer token (written to a file it is given), for
+    set_default."""
     name = "vguard"
 
-    def __init__(self, network_path: str, label: str = "vguard", args=(), env=None):
+    def __init__(self, network_path: str, label: str = "vguard", args=(), env=None,
+                 token: str | None = None):
         self.name = label
         super().__init__()
         self.network_path, self.args, self.env = network_path, list(args), env or {}
         self.rest_port = free_port()
+        self.token = token
+        if "--state-file" not in self.args:
+            # Policy changes die with this run: the default state file is
+            # named after the network file only, and a later run on a file
+            # of the same name would start from this run's last mode.
+            self.args += ["--state-file", os.path.join(self.workdir, "policy.json")]
+        if token is not None:
+            path = os.path.join(self.workdir, "api-token")
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+                f.write(token + "\n")
+            self.args += ["--token-file", path]
 
     def command(self, port: int) -> list[str]:
         return [sys.executable, "-m", "controller", "--network", self.network_path,
@@ -280,6 +295,25 @@ class Vguard(Peer):
             return self.health().get("packet_ins")
         except (OSError, ValueError):
             return None
+
+    def set_default(self, mode: str) -> dict:
+        """PUT /api/v1/policy/default {"mode": mode}; the controller answers
+        once every connected hypervisor confirmed the change. Its answer;
+        raises unless every hypervisor has the change."""
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.rest_port}/api/v1/policy/default",
+            data=json.dumps({"mode": mode}).encode(), method="PUT",
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {self.token}"})
+        try:
+            with _http.open(req, timeout=30) as r:
+                body = json.load(r)
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"{self.name}: PUT default {mode}: {e.code} "
+                               f"{e.read().decode(errors='replace')}") from None
+        if not body.get("ok") or body.get("offline") or body.get("failed"):
+            raise RuntimeError(f"{self.name}: PUT default {mode}: {body}")
+        return body
 
 
 class Responder(Peer):

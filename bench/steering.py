@@ -2,26 +2,30 @@
 physical firewall path.
 
     .venv/bin/python -m bench.steering [--seconds 5] [--reps 3] [--pings 50]
+                                       [--pair-reps 4] [--pair-seconds 4]
 
 1. A lab (2 hypervisors, 1 segment, 3 VMs, a firewall port on each
    hypervisor) with the lab's firewall host `fw`: a hairpin Linux bridge per
-   link, nftables accepting everything behind one counter. vguard runs on it
-   twice: direct (policy default allow) and steered (default steer: every
-   frame between the VMs goes out the firewall port and back). Same pairs
-   as bench.dataplane: two VMs on one hypervisor, and across two.
+   link, nftables accepting everything behind one counter. One vguard
+   process runs on it, its policy default switched through the REST API
+   between direct (allow) and steered (steer: every frame between the VMs
+   goes out the firewall port and back), paired as in bench.dataplane
+   (pair-reps repetitions of direct, steer, steer, direct). Same pairs as
+   bench.dataplane: two VMs on one hypervisor, and across two.
 2. The physical picture before consolidation, no controller: host -- OVS
    bridge (standalone, NORMAL) -- firewall (a plain two-port Linux bridge,
-   br_netfilter, the same ruleset) -- OVS bridge -- host.
-Each is measured as in bench.dataplane (iperf3 TCP reps x seconds, pings at
-20 ms), with a firewall counter on the pair's packets over the measurement,
-so a steered row shows its traffic crossed the firewall and a direct row
-shows it did not.
+   br_netfilter, the same ruleset) -- OVS bridge -- host; measured as in
+   bench.dataplane (iperf3 TCP reps x seconds, pings at 20 ms).
+Each row has a firewall counter on the pair's packets over its
+measurement, so a steered row shows its traffic crossed the firewall and a
+direct row shows it did not.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import secrets
 import tempfile
 
 from mininet.net import Mininet
@@ -30,40 +34,47 @@ from mininet.node import OVSBridge
 from topologies import firewall
 from topologies.lab import Lab, disable_offload
 
-from .common import (CORE, PREFIX, free_port, log, network_yaml, print_table, save,
-                     spread, write_temp)
-from .dataplane import PATHS, measure_path, measure_peer, ratio_block
+from .common import (CORE, PREFIX, free_port, log, network_yaml, print_table, rx_bytes,
+                     save, spread, write_temp)
+from .dataplane import (PATHS, measure_path, measure_peer, pair_args, pair_note, paired,
+                        paired_block, ratio_block)
 from .peers import Vguard
 
-MODES = {"vguard direct": "allow", "vguard steer": "steer"}   # label -> policy default
+# label -> policy default, the baseline first
+MODES = {"vguard direct": "allow", "vguard steer": "steer"}
 DIRECT, STEER = MODES
 PHYSICAL = "physical firewall path"
 PHYSICAL_PATH = "two bridges + firewall"
 
 
-def _received(host) -> int:
-    """Bytes received on a host's only interface so far."""
-    return int(host.cmd(f"cat /sys/class/net/{host.defaultIntf()}/statistics/rx_bytes"))
+def pair_counter(fw, src, dst):
+    """A firewall counter on the pair's IPv4 packets (the base ruleset's own
+    counter also sees the hosts' IPv6 autoconfiguration noise); returns a
+    probe: the counter and the bytes the destination received so far. The
+    firewall counts IP bytes, retransmissions of frames the userspace
+    datapath lost after it included, so for a steered pair it is close to,
+    and usually a little above, what the destination received; for a
+    direct pair, 0."""
+    ips = f"{{ {src.IP()}, {dst.IP()} }}"
+    firewall.rules(fw, f'ip saddr {ips} ip daddr {ips} counter comment "pair"')
+
+    def probe() -> dict:
+        listing = fw.cmd(f"nft list chain inet {firewall.TABLE} forward")
+        m = re.search(r'counter packets (\d+) bytes (\d+) comment "pair"', listing)
+        if not m:
+            raise RuntimeError(f"no pair counter on the firewall:\n{listing}")
+        return {"packets": int(m.group(1)), "bytes": int(m.group(2)),
+                "destination_received_bytes": rx_bytes(dst)}
+    return probe
 
 
 def counted(fw):
-    """measure_path with a firewall counter on the pair's IPv4 packets (the
-    base ruleset's own counter also sees the hosts' IPv6 autoconfiguration
-    noise), and the bytes the destination received meanwhile. The firewall
-    counts IP bytes, retransmissions of frames the userspace datapath lost
-    after it included, so for a steered pair it is close to, and usually a
-    little above, what the destination received; for a direct pair, 0."""
+    """measure_path, with the pair's firewall counter over it."""
     def measure(src, dst, args) -> dict:
-        ips = f"{{ {src.IP()}, {dst.IP()} }}"
-        firewall.rules(fw, f'ip saddr {ips} ip daddr {ips} counter comment "pair"')
-        rx0 = _received(dst)
+        probe = pair_counter(fw, src, dst)
+        before = probe()
         out = measure_path(src, dst, args)
-        received = _received(dst) - rx0
-        listing = fw.cmd(f"nft list chain inet {firewall.TABLE} forward")
-        m = re.search(r'counter packets (\d+) bytes (\d+) comment "pair"', listing)
-        out["firewall"] = {"packets": int(m.group(1)) if m else None,
-                           "bytes": int(m.group(2)) if m else None,
-                           "destination_received_bytes": received}
+        out["counters"] = {k: v - before[k] for k, v in probe().items()}
         return out
     return measure
 
@@ -108,27 +119,30 @@ def main(argv=None) -> dict:
     ap.add_argument("--seconds", type=float, default=5.0, help="per iperf3 run")
     ap.add_argument("--reps", type=int, default=3, help="iperf3 runs per path")
     ap.add_argument("--pings", type=int, default=50)
+    pair_args(ap)
     args = ap.parse_args(argv)
 
-    files = {label: write_temp(network_yaml(2, 1, 3, firewall_port=True, default=default),
-                               f"steering-{default}.yaml")
-             for label, default in MODES.items()}
+    network = write_temp(network_yaml(2, 1, 3, firewall_port=True), "steering.yaml")
     port = free_port()
-    results = {}
-    with Lab(files[DIRECT], controller=False, controller_port=port, core=CORE) as lab:
+    results, pairs = {}, {}
+    with Lab(network, controller=False, controller_port=port, core=CORE) as lab:
         # Without its own controller the lab leaves the firewall unwired
         # (other peers would flood into it); here only vguard runs.
         fw = lab.host(firewall.HOST)
         firewall.configure(fw, lab.network)
         for (_a, b) in PATHS.values():
             lab.host(b).cmd("iperf3 -s -D")
-        for label, path in files.items():
-            log(f"steering: {label}")
-            try:
-                results[label] = measure_peer(lab, Vguard(path, label), port, args,
-                                              measure=counted(fw))
-            except Exception as e:       # one failing mode must not hide the others
-                log(f"  {label} failed: {e}")
+        log(f"steering: {DIRECT} and {STEER} paired")
+        vguard = Vguard(network, "vguard", token=secrets.token_hex(24))
+        try:
+            pairs = measure_peer(lab, vguard, port, args, lambda src, dst, args: paired(
+                vguard, MODES, src, dst, args, pair_counter(fw, src, dst)))["paths"]
+            for label in MODES:
+                results[label] = {"paths": {path: p["modes"][label]
+                                            for path, p in pairs.items()}}
+        except Exception as e:       # the physical path must still be measured
+            log(f"  vguard failed: {e}")
+            for label in MODES:
                 results[label] = {"error": str(e)}
     log(f"steering: {PHYSICAL}")
     try:
@@ -141,19 +155,24 @@ def main(argv=None) -> dict:
         return results[label].get("paths", {}).get(path, {})
 
     tables = [_table(results, args)]
-    ratios, text = ratio_block(
-        "Steering cost, same pairs, same run (throughput: higher is better; RTT: lower "
-        "is better)",
-        [(f"{path}: {STEER} / {DIRECT}", get(STEER, path), get(DIRECT, path))
-         for path in PATHS]
-        + [(f"{path}: {STEER} / {PHYSICAL}", get(STEER, path),
-            get(PHYSICAL, PHYSICAL_PATH)) for path in PATHS], args.pings)
+    paired_ratios, text = paired_block(
+        f"Steering cost: {STEER} / {DIRECT}, one controller switched by PUT between "
+        f"them, ABBA x {args.pair_reps}, ratios within each repetition (throughput: "
+        "higher is better; RTT: lower is better)",
+        {path: pairs.get(path, {}) for path in PATHS})
+    tables.append(text)
+    physical_ratios, text = ratio_block(
+        "Against the physical firewall path, measured after the lab (unpaired)",
+        [(f"{path}: {STEER} / {PHYSICAL}", get(STEER, path),
+          get(PHYSICAL, PHYSICAL_PATH)) for path in PATHS])
     tables.append(text)
     config = {"seconds": args.seconds, "reps": args.reps, "pings": args.pings,
-              "ping_interval_s": 0.02, "paths": PATHS, "modes": MODES,
-              "network_file": open(files[STEER]).read(),
+              "pair_reps": args.pair_reps, "pair_seconds": args.pair_seconds,
+              "pair_order": "ABBA", "ping_interval_s": 0.02, "paths": PATHS,
+              "modes": MODES, "network_file": open(network).read(),
               "firewall_ruleset": firewall.BASE_RULESET}
-    save("steering", config, {"runs": results, "ratios": ratios}, tables)
+    save("steering", config, {"runs": results, "paired": pairs,
+                              "ratios": {**paired_ratios, **physical_ratios}}, tables)
     return results
 
 
@@ -165,7 +184,7 @@ def _table(results, args) -> str:
             continue
         for path, p in r["paths"].items():
             lost = p["ping_sent"] - p["ping_received"]
-            fw = p["firewall"]
+            fw = p["counters"]
             rows.append([label, path, spread(p["mbps"], 0),
                          f"{p['rtt_ms']['p50']:.3f} / {p['rtt_ms']['p95']:.3f}"
                          + (f" ({lost} lost)" if lost else ""),
@@ -173,8 +192,9 @@ def _table(results, args) -> str:
                          f"{fw['destination_received_bytes'] / 1e6:.0f} MB"])
     return print_table(
         f"Steering: iperf3 TCP {args.reps} x {args.seconds:g} s, median (min-max); "
-        f"{args.pings} pings at 20 ms; the firewall's counter on the pair's IPv4 "
-        "packets over the whole measurement, and what the destination received",
+        f"{args.pings} pings at 20 ms; vguard rows: {pair_note(args)}; the firewall's "
+        "counter on the pair's IPv4 packets over the row's measurement, and what the "
+        "destination received",
         ["setup", "path", "Mbit/s", "RTT p50/p95 ms", "firewall counter",
          "destination received"],
         rows)
