@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch mininet iputils-ping iperf3 tcpdump ethtool
-              nftables dsniff iproute2 procps psmisc docker-compose)
+              nftables dsniff iproute2 procps psmisc openssl docker-compose)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
