@@ -40,7 +40,10 @@ from apps.commit import Change, Committer  # noqa: E402
 from apps import rest_api  # noqa: E402
 
 MAX_RESYNCS = 3   # re-reads of a switch after failed commits before giving up
-LEARN_BATCH_SECONDS = 0.05   # learns arriving together are compiled and sent once
+# Learns are not held back on a timer: the sync they start yields once (so
+# packet-ins already queued join it), and those arriving while it commits
+# join the next one, so a burst still costs few syncs.
+LEARN_BATCH_SECONDS = 0.0
 # After a (re)start, wait this long for every hypervisor to connect before
 # changing any: a host learned on one switch is still programmed on the
 # others, and must be adopted from its own switch before it is judged stale.
