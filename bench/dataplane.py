@@ -175,8 +175,11 @@ def measure_peer(lab, peer, port, args, measure=measure_path) -> dict:
         peer.stop()
 
 
-def pair_args(ap) -> None:
-    """The paired comparison's knobs (bench.steering has the same)."""
+def measurement_args(ap) -> None:
+    """The knobs of a data-plane measurement (bench.steering has the same)."""
+    ap.add_argument("--seconds", type=float, default=5.0, help="per iperf3 run")
+    ap.add_argument("--reps", type=int, default=3, help="iperf3 runs per path")
+    ap.add_argument("--pings", type=int, default=50)
     ap.add_argument("--pair-reps", type=int, default=4,
                     help="repetitions of the paired vguard modes (A B B A each)")
     ap.add_argument("--pair-seconds", type=float, default=4.0,
@@ -186,10 +189,7 @@ def pair_args(ap) -> None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=5.0, help="per iperf3 run")
-    ap.add_argument("--reps", type=int, default=3, help="iperf3 runs per path")
-    ap.add_argument("--pings", type=int, default=50)
-    pair_args(ap)
+    measurement_args(ap)
     args = ap.parse_args(argv)
 
     base = write_temp(network_yaml(2, 2, 6, ids_port=True), "dataplane.yaml")

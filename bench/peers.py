@@ -26,6 +26,7 @@ import urllib.request
 import yaml
 
 from controller import model
+from topologies.lab import stop_process_group
 
 from .common import REPO, free_port, ofctl, wait_for
 
@@ -89,18 +90,9 @@ class Peer:
         return self.proc is not None
 
     def stop(self) -> None:
-        """SIGTERM to the process group we started, SIGKILL after 5 s."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc is not None:
+            stop_process_group(proc)
 
     def kill(self) -> None:
         """SIGKILL at once: a crash, not a shutdown."""

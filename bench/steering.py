@@ -36,7 +36,7 @@ from topologies.lab import Lab, disable_offload
 
 from .common import (CORE, PREFIX, free_port, log, network_yaml, print_table, rx_bytes,
                      save, spread, write_temp)
-from .dataplane import (PATHS, measure_path, measure_peer, pair_args, pair_note, paired,
+from .dataplane import (PATHS, measure_path, measure_peer, measurement_args, pair_note, paired,
                         paired_block, ratio_block)
 from .peers import Vguard
 
@@ -116,10 +116,7 @@ def physical(args) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=5.0, help="per iperf3 run")
-    ap.add_argument("--reps", type=int, default=3, help="iperf3 runs per path")
-    ap.add_argument("--pings", type=int, default=50)
-    pair_args(ap)
+    measurement_args(ap)
     args = ap.parse_args(argv)
 
     network = write_temp(network_yaml(2, 1, 3, firewall_port=True), "steering.yaml")

@@ -330,6 +330,20 @@ def cleanup_stale(network: model.Network, core: str = CORE) -> list[str]:
     return _delete_leftovers(bridges, _root_ifnames(network, _host_specs(network), core))
 
 
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 5 s, to the process group `proc` leads
+    (started with start_new_session), so no child of it survives."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def free_ports(count: int) -> list[int]:
     socks = [socket.socket() for _ in range(count)]
     try:
@@ -515,20 +529,9 @@ class Lab:
         self.wait_ready()
 
     def stop_controller(self) -> None:
-        """SIGTERM, then SIGKILL after 5 s. Signals the process group the
-        controller leads (start_new_session) so no child of it survives."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if proc is not None:
+            stop_process_group(proc)
 
     def restart_controller(self) -> None:
         self.stop_controller()
