@@ -5,9 +5,9 @@ FROM python:3.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /opt/vguard
-COPY requirements.txt .
+COPY requirements-controller.txt .
 RUN pip install 'setuptools<67' wheel \
- && pip install --no-build-isolation -r requirements.txt
+ && pip install --no-build-isolation -r requirements-controller.txt
 COPY controller/ controller/
 COPY apps/ apps/
 

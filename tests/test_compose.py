@@ -38,7 +38,10 @@ def test_the_image_serves_what_compose_publishes_and_mounts():
     assert re.search(r"^FROM python:3\.11-\S*(bookworm|bullseye)", dockerfile, re.M)
     # Installed as scripts/setup.sh does it.
     assert "pip install 'setuptools<67' wheel" in dockerfile
-    assert "pip install --no-build-isolation -r requirements.txt" in dockerfile
+    assert "pip install --no-build-isolation -r requirements-controller.txt" in dockerfile
+    # ...and only the controller's requirements: no test or benchmark tools.
+    runtime = (REPO / "requirements-controller.txt").read_text()
+    assert "pytest" not in runtime and "matplotlib" not in runtime
     mounts = {v.split(":")[1] for v in service["volumes"]}     # source:target:mode
     assert {"/etc/vguard/network.yaml", "/var/lib/vguard"} <= mounts
     assert "--network /etc/vguard/network.yaml" in cmd
