@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from topologies.lab import free_ports
 
+from . import rest_client
 from .test_model import EXAMPLE
 
 REPO = str(EXAMPLE.parent.parent)
@@ -63,18 +64,7 @@ class Controller:
 
     def call(self, method, path, body=None, token=None, content_type="application/json",
              raw=None):
-        data = raw if raw is not None else (json.dumps(body).encode()
-                                            if body is not None else None)
-        headers = {"Content-Type": content_type} if data is not None else {}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        req = urllib.request.Request(self.url + path, data=data, headers=headers,
-                                     method=method)
-        try:
-            with _http.open(req, timeout=10) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
+        return rest_client.request(self.url, method, path, body, token, content_type, raw)
 
     def json(self, method, path, body=None, token=TOKEN):
         status, text = self.call(method, path, body, token)

@@ -24,6 +24,7 @@ import urllib.request
 import pytest
 
 from topologies import firewall, probes
+from tests import rest_client
 from topologies.lab import Lab
 
 from .conftest import NETWORKS, REPO, dump_flows
@@ -54,20 +55,9 @@ def lab(tmp_path_factory):
 
 def api(lab, method, path, body=None, token=TOKEN, raw=None, content_type=None):
     """(status, JSON answer) of one request."""
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None
-                                        else None)
-    headers = {}
-    if data is not None:
-        headers["Content-Type"] = content_type or "application/json"
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(lab.rest_url + path, data=data, headers=headers,
-                                 method=method)
-    try:
-        with _http.open(req, timeout=30) as r:
-            return r.status, json.load(r)
-    except urllib.error.HTTPError as e:
-        return e.code, json.load(e)
+    status, text = rest_client.request(lab.rest_url, method, path, body, token,
+                                       content_type or "application/json", raw, timeout=30)
+    return status, json.loads(text)
 
 
 def applied(lab, method, path, body=None):
