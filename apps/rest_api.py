@@ -30,6 +30,7 @@ from ryu.lib import hub  # noqa: E402
 from controller import changes, views  # noqa: E402
 from controller.auth import TOKEN_ENV, TokenError, WriteAuth, load_token  # noqa: E402
 from controller.changes import RequestError  # noqa: E402
+from controller.enforcement import DATAPATH_WINDOW_MS  # noqa: E402
 from controller.policy import (DIRECTIONS, SCOPE_MODES, VM_MODES, PolicyError,  # noqa: E402
                                vm_rule)
 
@@ -44,6 +45,7 @@ ENDPOINTS = {
     f"{API}/hypervisors": {"GET": "hypervisors"},
     f"{API}/segments": {"GET": "segments"},
     f"{API}/vms": {"GET": "vms"},
+    f"{API}/events": {"GET": "events"},
     f"{API}/policy": {"GET": "policy"},
     f"{API}/matrix": {"GET": "matrix"},
     f"{API}/counters": {"GET": "counters"},
@@ -194,7 +196,7 @@ class Api:
                         "ports_down": [{"port": p, "role": roles.get(p, "")} for p in down],
                         "uplink_port": hv.uplink_port, "firewall_port": hv.firewall_port,
                         "ids_port": hv.ids_port,
-                        "vms": [v.name for v in self.app.network.vms
+                        "vms": [v.name for v in self.app.placed_network.vms
                                 if v.hypervisor == hv.name]})
         return _json(out)
 
@@ -202,7 +204,13 @@ class Api:
         return _json(views.segments(self.app.network))
 
     def vms(self, req, params):
-        return _json(views.vms(self.app.network))
+        bindings = self.app.bindings
+        return _json(views.vms(self.app.placed_network,
+                               {v.name: bindings.binding(v.name)
+                                for v in self.app.network.vms}))
+
+    def events(self, req, params):
+        return _json({"events": [e.to_dict() for e in list(self.app.lifecycle_events)]})
 
     def policy(self, req, params):
         return _json({"policy": self.app.network.policy.to_dict(),
@@ -307,7 +315,9 @@ class Api:
             if changed:
                 self.logger.info("policy changed by %s %s (%.3f s)", req.method,
                                  _path(req), result["seconds"])
-            return _json({**result, "changed": changed, "policy": new.to_dict()})
+            # In every switch's tables now; the datapath follows within the window.
+            return _json({**result, "changed": changed, "policy": new.to_dict(),
+                          "datapath_window_ms": DATAPATH_WINDOW_MS})
 
     def _undo_unsaved(self, previous, error: OSError) -> Response:
         """A change that cannot be saved would be lost on restart: put the

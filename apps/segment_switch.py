@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from controller import shim
@@ -29,6 +30,7 @@ from ryu.lib.packet import ethernet, packet  # noqa: E402
 from ryu.ofproto import ofproto_v1_3  # noqa: E402
 
 from controller import learning, model, openflow, store, views  # noqa: E402
+from controller.binding import Bindings, Port  # noqa: E402
 from controller.compiler import LearnedHost, compile_network  # noqa: E402
 from controller.health import FirewallHealth  # noqa: E402
 from controller.model import Hypervisor  # noqa: E402
@@ -51,6 +53,7 @@ STARTUP_GRACE_SECONDS = 5.0
 COUNTER_POLL_SECONDS = 2.0   # how fresh the per-rule counters in the API are
 PORT_ROLE_NAMES = {"uplink_port": "uplink port", "firewall_port": "firewall port",
                    "ids_port": "IDS port"}
+EVENTS_KEPT = 1000           # lifecycle events the API shows
 
 
 @dataclass
@@ -66,8 +69,16 @@ class SwitchState:
     ports_down: set = field(default_factory=set)
     resyncs: int = 0
     read_once: bool = False
+    ports_read: bool = False                      # its port list, for bound VMs
     synced: bool = False
     last_sync: float | None = None
+    firewall_down: bool = False    # its committed flows treat its firewall as down
+
+
+def _port(hypervisor: str, desc) -> Port:
+    """An OpenFlow port description as the bindings see it."""
+    name = desc.name.decode(errors="replace") if isinstance(desc.name, bytes) else desc.name
+    return Port(hypervisor, desc.port_no, name.rstrip("\0"))
 
 
 class SegmentSwitch(app_manager.RyuApp):
@@ -84,10 +95,13 @@ class SegmentSwitch(app_manager.RyuApp):
         self.switches: dict[int, SwitchState] = {}
         self.refused_learns: dict[str, int] = {}
         self.packet_ins = 0
+        self.bindings = Bindings(self.network)
+        self.lifecycle_events = deque(maxlen=EVENTS_KEPT)   # not .events: RyuApp has one
         self.committer = Committer(self.logger)
         self._lock = hub.Semaphore(1)       # one commit at a time
         self._sync_scheduled = False
         self._held_frames = []   # (datapath, in_port, frame) to re-inject after a sync
+        self._to_announce = set()   # VMs that came up or moved, announced after a sync
         self._starting = True
         hub.spawn_after(STARTUP_GRACE_SECONDS, self._end_startup)
         hub.spawn(self._poll_counters)
@@ -132,8 +146,13 @@ class SegmentSwitch(app_manager.RyuApp):
             self.logger.warning("%s disconnected; its flows stay in place "
                                 "(fail_mode=secure)", state.hv.name)
 
+    @property
+    def placed_network(self):
+        """The network in force, bound VMs where they run now."""
+        return self.network.placed(self.bindings.locations())
+
     def _port_roles(self, hv: Hypervisor) -> dict[int, str]:
-        roles = {vm.port: f"VM {vm.name}" for vm in self.network.vms
+        roles = {vm.port: f"VM {vm.name}" for vm in self.placed_network.vms
                  if vm.hypervisor == hv.name}
         roles.update({p: PORT_ROLE_NAMES[role] for p, role in hv.special_ports().items()})
         roles.update({lp.port: "learning port" for lp in hv.learning_ports})
@@ -145,7 +164,12 @@ class SegmentSwitch(app_manager.RyuApp):
         if state is None:
             return
         ofp = ev.msg.datapath.ofproto
-        present = {p.port_no: p for p in ev.msg.body}
+        present = {p.port_no: p for p in ev.msg.body if p.port_no < ofp.OFPP_MAX}
+        self._lifecycle(self.bindings.hypervisor_ports(
+            state.hv.name, [_port(state.hv.name, p) for p in present.values()],
+            time.time()))
+        state.ports_read = True
+        self._startup_check()
         port = state.hv.firewall_port
         if port is not None:
             self.firewalls.port_changed(state.hv.name, up=port in present and not (
@@ -159,6 +183,18 @@ class SegmentSwitch(app_manager.RyuApp):
                 self.logger.warning("%s: %s %d is down: %s", state.hv.name, what, port,
                                     self._consequence(what))
                 state.ports_down.add(port)
+
+    def _lifecycle(self, events) -> None:
+        """Log lifecycle events, keep them for the API, and re-program every
+        switch if a VM came, went or moved."""
+        for event in events:
+            if event.kind in ("up", "moved"):
+                self._to_announce.add(event.vm)
+            self.lifecycle_events.append(event)
+            (self.logger.warning if event.warning else self.logger.info)(
+                "%s: %s", event.hypervisor, event.detail)
+        if any(e.kind in ("up", "down", "moved", "claimed") for e in events):
+            self._sync_later()
 
     @staticmethod
     def _consequence(what: str) -> str:
@@ -176,6 +212,11 @@ class SegmentSwitch(app_manager.RyuApp):
             return
         ofp = msg.datapath.ofproto
         port = msg.desc.port_no
+        if port < ofp.OFPP_MAX:
+            now = time.time()
+            self._lifecycle(self.bindings.port_removed(state.hv.name, port, now)
+                            if msg.reason == ofp.OFPPR_DELETE else
+                            self.bindings.port_added(_port(state.hv.name, msg.desc), now))
         what = self._port_roles(state.hv).get(port)
         if what is None:
             return
@@ -219,13 +260,17 @@ class SegmentSwitch(app_manager.RyuApp):
         state.installed = {e.cookie for e in entries}
         state.read_once = True
         self._adopt_learned(state.hv, entries)
-        if self._starting:
-            if len(self.switches) == len(self.network.hypervisors) and \
-                    all(s.read_once for s in self.switches.values()):
-                self._end_startup()
-        else:
+        if not self._startup_check():
             # Adopted hosts change every switch, so sync them all.
             self._sync_later()
+
+    def _startup_check(self) -> bool:
+        """While starting: end it once every hypervisor's flows and ports
+        are read. True while still starting."""
+        if self._starting and len(self.switches) == len(self.network.hypervisors) and \
+                all(s.read_once and s.ports_read for s in self.switches.values()):
+            self._end_startup()
+        return self._starting
 
     def _end_startup(self) -> None:
         if self._starting:
@@ -263,21 +308,25 @@ class SegmentSwitch(app_manager.RyuApp):
             with self._lock:
                 self._sync_all()
             self._reinject_held_frames()
+            self._announce_moved()
         hub.spawn(run)
 
     def _sync_all(self) -> None:
         """Commit the difference on every switch that has been read. Holds the lock."""
-        ready = [s for s in self.switches.values() if s.read_xid is None and s.read_once]
-        outcome, desired = self._commit(ready, self.network)
+        ready = [s for s in self.switches.values()
+                 if s.read_xid is None and s.read_once and s.ports_read]
+        outcome, desired, firewalls_down = self._commit(ready, self.network)
         for state in ready:
             if state.hv.name in outcome.failed:
                 self._resync_after_failure(state, outcome.failed[state.hv.name])
             else:
-                self._now_in_sync(state, desired[state.hv.name])
+                self._now_in_sync(state, desired[state.hv.name], firewalls_down)
 
     def _commit(self, states: list[SwitchState], network):
         """Compile `network` for these switches and commit the differences."""
-        desired = compile_network(network, self.learned, frozenset(self.firewalls.down))
+        firewalls_down = frozenset(self.firewalls.down)
+        desired = compile_network(network.placed(self.bindings.locations()), self.learned,
+                                  firewalls_down, self.bindings.candidates())
         changes = []
         for state in states:
             change = plan(desired[state.hv.name], state.installed)
@@ -288,10 +337,11 @@ class SegmentSwitch(app_manager.RyuApp):
             changes.append(Change(state.hv.name, dp,
                                   [openflow.flow_delete(dp, c) for c in change.delete]
                                   + [openflow.flow_add(dp, f) for f in change.add]))
-        return self.committer.commit(changes), desired
+        return self.committer.commit(changes), desired, firewalls_down
 
-    def _now_in_sync(self, state: SwitchState, desired: list) -> None:
+    def _now_in_sync(self, state: SwitchState, desired: list, firewalls_down) -> None:
         state.desired = {f.cookie: f for f in desired}
+        state.firewall_down = state.hv.name in firewalls_down
         state.installed = set(state.desired)
         state.flow_count = len(desired)
         state.resyncs = 0
@@ -339,12 +389,13 @@ class SegmentSwitch(app_manager.RyuApp):
         Call from a greenthread (a REST handler), not an event handler."""
         network = self.network.with_policy(policy)
         with self._lock:
-            states = [s for s in self.switches.values() if s.read_once and s.read_xid is None]
-            outcome, desired = self._commit(states, network)
+            states = [s for s in self.switches.values()
+                      if s.read_once and s.ports_read and s.read_xid is None]
+            outcome, desired, firewalls_down = self._commit(states, network)
             if outcome.ok:
                 self.network = network
                 for state in states:
-                    self._now_in_sync(state, desired[state.hv.name])
+                    self._now_in_sync(state, desired[state.hv.name], firewalls_down)
             elif outcome.committed:
                 # Phase two failed somewhere: put back the ones that committed.
                 self.logger.error("policy change failed on %s; restoring %s",
@@ -378,6 +429,13 @@ class SegmentSwitch(app_manager.RyuApp):
         if eth is None:
             return
         port, mac = msg.match["in_port"], eth.src.lower()
+        if any((hv, p) == (state.hv.name, port) for _vm, hv, p in self.bindings.candidates()):
+            # A migrating VM's frame at its destination: it runs there now.
+            events = self.bindings.frame_seen(state.hv.name, port, mac, time.time())
+            if events:
+                self._held_frames.append((msg.datapath, port, msg.data))
+                self._lifecycle(events)
+            return
         refusal = learning.decide(self.network, self.learned, state.hv.name, port, mac)
         if refusal == "already-learned":
             # Sent before the host's entry was committed: deliver it after.
@@ -417,6 +475,21 @@ class SegmentSwitch(app_manager.RyuApp):
             ofp, parser = dp.ofproto, dp.ofproto_parser
             dp.send_msg(parser.OFPPacketOut(dp, ofp.OFP_NO_BUFFER, port,
                                             [parser.OFPActionOutput(ofp.OFPP_TABLE)], data))
+
+    def _announce_moved(self) -> None:
+        """Once a VM that came up or moved is programmed, tell the physical
+        network where it is: a RARP from its MAC out its hypervisor's uplink
+        (the guest's own may have come before its port was programmed)."""
+        vms, self._to_announce = self._to_announce, set()
+        net = self.placed_network
+        for name in sorted(vms):
+            vm = next((v for v in net.vms if v.name == name and v.port is not None), None)
+            hv = net.hypervisor(vm.hypervisor) if vm else None
+            state = self.switches.get(hv.dpid) if hv else None
+            if state is not None and hv.uplink_port is not None:
+                frame = openflow.announcement(vm.mac, net.segment(vm.segment).vlan)
+                state.datapath.send_msg(openflow.packet_out(state.datapath,
+                                                            hv.uplink_port, frame))
 
     # -------------------------------------------------------------- status
 
@@ -463,11 +536,14 @@ class SegmentSwitch(app_manager.RyuApp):
                 self._sync_later()
 
     def _firewall_state(self, hv: Hypervisor) -> str:
+        """As the flows committed to the hypervisor treat it: "down" once
+        steered traffic fails closed or open there, not when first missed."""
         if hv.firewall_port is None:
             return "none"
         if not self.network.policy.steers_anything:
             return "unused"
-        return "down" if hv.name in self.firewalls.down else "up"
+        state = self.switches.get(hv.dpid)
+        return "down" if state is not None and state.firewall_down else "up"
 
     def status(self) -> dict:
         datapaths = {}

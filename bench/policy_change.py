@@ -1,7 +1,7 @@
 """Benchmark 4: how long a policy change through the REST API takes, until
-every hypervisor confirms it and until the data plane shows it.
+every hypervisor confirms it (the data plane: bench/enforcement.py).
 
-    .venv/bin/python -m bench.policy_change [--reps 5] [--cycles 5]
+    .venv/bin/python -m bench.policy_change [--reps 5]
         [--sizes 2x20,10x10,10x50,10x100,50x2,50x20] [--no-lab]
 
 Confirmation: PUT /api/v1/policy/default switches the whole network between
@@ -13,13 +13,6 @@ time the controller reports (`seconds`). On emulated hypervisors
 does, from a flow table of their own; HYPERVISORSxVMS-PER-HYPERVISOR, 2
 segments) and on a real 2-hypervisor lab (OVS applies the flow-mods).
 
-Data plane, on the real lab: an ICMP probe every 10 ms (bench/pinger.py,
-which records when each was sent and answered) from a VM of one segment on
-bc1 to a VM of the other on bc2, isolated from each other; the pair is PUT
-to allow, then back to deny, `cycles` times. The first reply after the
-allow and the first lost probe after the deny, against when the PUT was
-sent and when its response came.
-
 Skipped if the write API is not in apps/rest_api.py.
 """
 from __future__ import annotations
@@ -29,8 +22,6 @@ import asyncio
 import json
 import os
 import secrets
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -47,10 +38,6 @@ DEFAULT = "/api/v1/policy/default"
 SIZES = "2x20,10x10,10x50,10x100,50x2,50x20"     # hypervisors x VMs per hypervisor
 # The real lab: its own names (OVS bridge names are global on the machine).
 LAB_HVS, LAB_CORE, LAB_VMS = ("bc1", "bc2"), "bccore", 10
-PROBE_SRC, PROBE_DST = "bca1", "bcb1"       # s0 on bc1 -> s1 on bc2
-PROBE_INTERVAL = 0.01                       # s between probes: the resolution
-HOLD = 1.0                                  # s each state is held while probing
-EARLY = 10                                  # probes kept raw per change, in the JSON
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -157,71 +144,7 @@ def lab_yaml(vms: int = LAB_VMS) -> str:
     return "\n".join(lines) + "\n"
 
 
-def probe(lab: Lab, token: str, cycles: int) -> dict:
-    """Allow then deny the pair under a steady stream of probes, `cycles` times."""
-    net = lab.network
-    src, dst = lab.host(PROBE_SRC), lab.host(PROBE_DST)
-    vm_src, vm_dst = net.vm(PROBE_SRC), net.vm(PROBE_DST)
-    # Static neighbours: otherwise the first reply would wait for ARP
-    # (retried once a second after failing while denied), not for the policy.
-    for host, peer in ((src, vm_dst), (dst, vm_src)):
-        host.cmd(f"ip neigh replace {peer.ip} lladdr {peer.mac} "
-                 f"dev {host.defaultIntf()} nud permanent")
-    pair = f"/api/v1/policy/pairs/{vm_src.segment}/{vm_dst.segment}"
-    pinger = src.popen([sys.executable, "-m", "bench.pinger", str(vm_dst.ip),
-                        "--interval", str(PROBE_INTERVAL)], cwd=REPO,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    puts = []
-    try:
-        time.sleep(HOLD)                     # isolated: nothing may get through
-        for _ in range(cycles):
-            for mode in ("allow", "deny"):
-                puts.append(put(lab.rest_url, token, pair, mode))
-                time.sleep(HOLD)
-    finally:
-        pinger.terminate()
-        out, err = pinger.communicate(timeout=10)
-    if pinger.returncode:
-        raise RuntimeError(f"bench.pinger failed: {err.strip()[-500:]}")
-    probes = json.loads(out)
-    answered = {seq: t for seq, t in probes["replies"]}
-    sent = [(t, answered.get(seq)) for seq, t in probes["sent"]]    # (sent, reply or None)
-    return {"pair": [PROBE_SRC, PROBE_DST], "puts": puts, "probes_sent": len(sent),
-            "through_before_first_put": sum(1 for t, r in sent
-                                            if t < puts[0]["sent"] and r is not None),
-            "windows": windows(puts, sent)}
-
-
-def windows(puts: list[dict], probes: list[tuple]) -> list[dict]:
-    """Per PUT, the probes sent until the next PUT. After an allow, the edge
-    is the first reply (the new behaviour shows); after a deny, the sending
-    of the first probe of the final run of lost ones (it stopped)."""
-    out = []
-    for i, p in enumerate(puts):
-        end = puts[i + 1]["sent"] if i + 1 < len(puts) else float("inf")
-        mine = [(t, r) for t, r in probes if p["sent"] <= t < end]
-        if p["mode"] == "allow":
-            edge = min((r for _t, r in mine if r is not None), default=None)
-            # Lost after traffic flowed: the change did not hold (or plain loss).
-            stray = sum(1 for t, r in mine if r is None and edge is not None and t > edge)
-        else:
-            last = max((t for t, r in mine if r is not None), default=p["sent"])
-            lost = [t for t, r in mine if r is None and t > last]
-            edge = lost[0] if lost else None
-            # Lost before the last one through: it flapped (or plain loss).
-            stray = sum(1 for t, r in mine if r is None and t < last)
-        out.append({"mode": p["mode"], "ok": p["status"] == 200 and bool(p["ok"]),
-                    "probes": len(mine), "stray": stray, "client_ms": p["client_s"] * 1000,
-                    "from_sent_ms": None if edge is None else (edge - p["sent"]) * 1000,
-                    "from_answer_ms": None if edge is None else (edge - p["answered"]) * 1000,
-                    # Raw: the first probes, [ms after the PUT was sent, RTT ms or None].
-                    "first_probes": [[round((t - p["sent"]) * 1000, 2),
-                                      None if r is None else round((r - t) * 1000, 3)]
-                                     for t, r in mine[:EARLY]]})
-    return out
-
-
-def real(reps: int, cycles: int, token: str) -> dict:
+def real(reps: int, token: str) -> dict:
     path = write_temp(lab_yaml(), "policy-real.yaml")
     state = os.path.join(tempfile.mkdtemp(prefix="bc-state-"), "policy.json")
     os.environ["VGUARD_API_TOKEN"] = token        # the Lab's controller inherits it
@@ -229,13 +152,11 @@ def real(reps: int, cycles: int, token: str) -> dict:
         with Lab(path, controller_args=["--state-file", state], core=LAB_CORE) as lab:
             changes = switches(lab.rest_url, token, reps)
             flows = [d["flows"] for d in lab.status()["datapaths"].values()]
-            probes = probe(lab, token, cycles) if cycles else None
     finally:
         os.environ.pop("VGUARD_API_TOKEN", None)
     from controller import model
     return {"hypervisors": len(LAB_HVS), "vms": LAB_VMS, "changes": changes,
-            "flows_per_hv": summary(flows), "compile_ms": compile_ms(model.load(path)),
-            "probes": probes}
+            "flows_per_hv": summary(flows), "compile_ms": compile_ms(model.load(path))}
 
 
 # ------------------------------------------------------------ tables
@@ -256,24 +177,9 @@ def confirmation_row(name: str, r: dict) -> list:
             spread(r["compile_ms"], 1), confirmed]
 
 
-def dataplane_rows(p: dict) -> list[list]:
-    rows = []
-    for mode, what in (("allow", "deny -> allow: first reply back"),
-                       ("deny", "allow -> deny: first probe lost (its sending)")):
-        ws = [w for w in p["windows"] if w["mode"] == mode]
-        seen = [w for w in ws if w["ok"] and w["from_sent_ms"] is not None]
-        rows.append([what, spread(summary([w["client_ms"] for w in ws if w["ok"]]), 1),
-                     spread(summary([w["from_sent_ms"] for w in seen]), 1),
-                     spread(summary([w["from_answer_ms"] for w in seen]), 1),
-                     f"{len(seen)}/{len(ws)}", sum(w["stray"] for w in ws)])
-    return rows
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=5, help="default-mode changes each way")
-    ap.add_argument("--cycles", type=int, default=5,
-                    help="allow/deny cycles of the probed pair on the real lab")
     ap.add_argument("--sizes", default=SIZES,
                     help="emulated HYPERVISORSxVMS-PER-HYPERVISOR, comma-separated")
     ap.add_argument("--no-lab", action="store_true", help="emulated hypervisors only")
@@ -288,7 +194,7 @@ def main(argv=None) -> dict:
             for h, v in sizes]
     if not args.no_lab:
         runs.append((f"{len(LAB_HVS)} real (OVS) x {LAB_VMS // len(LAB_HVS)} VMs",
-                     lambda: real(args.reps, args.cycles, token)))
+                     lambda: real(args.reps, token)))
     results = {}
     for name, run in runs:
         log(f"policy change: {name}")
@@ -303,21 +209,7 @@ def main(argv=None) -> dict:
         ["hypervisors x VMs each", "VMs", "flows per hv", "flow-mods per change",
          "request to response ms", "commit (server) ms", "compile ms", "confirmed by all"],
         [confirmation_row(name, r) for name, r in results.items()])]
-    lab = next((r for r in results.values() if r.get("probes")), None)
-    if lab:
-        p = lab["probes"]
-        title = (f"Policy change to the data plane: 2 real hypervisors (OVS), PUT "
-                 f"/api/v1/policy/pairs/s0/s1 under an ICMP probe every "
-                 f"{PROBE_INTERVAL * 1000:.0f} ms {p['pair'][0]} (bc1, s0) -> "
-                 f"{p['pair'][1]} (bc2, s1); ms, median (min-max) of {args.cycles}; "
-                 f"probes through before the first allow: {p['through_before_first_put']}")
-        tables.append(print_table(title, ["change", "request to response ms",
-                                          "request sent to data plane ms",
-                                          "response to data plane ms", "cycles seen",
-                                          "probes lost out of turn"],
-                                  dataplane_rows(p)))
-    save("policy_change", {"reps": args.reps, "cycles": args.cycles, "sizes": sizes,
-                           "probe_interval_s": PROBE_INTERVAL, "hold_s": HOLD},
+    save("policy_change", {"reps": args.reps, "sizes": sizes},
          results, tables)
     return results
 

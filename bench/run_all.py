@@ -19,6 +19,7 @@ BENCHMARKS = {
     "scale": 120,
     "controller_load": 240,
     "policy_change": 180,
+    "enforcement": 240,
     "dataplane": 420,
     "convergence": 360,
     "restart": 240,

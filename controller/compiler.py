@@ -2,7 +2,7 @@
 
 Pure: no Ryu, no I/O. See README "Table map" for the job of each table. The
 number of entries per hypervisor is linear in VMs and segments: every VM
-costs two entries on every hypervisor (destination + forward) and three
+costs two entries on every hypervisor (destination + forward) and four
 more on its own (port security); every segment costs a handful.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .model import Hypervisor, Network
 from .pipeline import (CLASS_MASK, CONTROLLER_METER, DESTINATION, DST_SEGMENT_MASK,
-                       ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_PROBE, FORWARD, FROM_FIREWALL,
+                       ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_PROBE, ETH_TYPE_RARP, FORWARD, FROM_FIREWALL,
                        FROM_UPLINK, INGRESS, KIND_LEARNED, MULTICAST, OFPVID_NONE,
                        OFPVID_PRESENT, POLICY, VLAN_TPIDS, Flow, flow, metadata)
 
@@ -39,8 +39,9 @@ class LearnedHost:
 
 def hosts(net: Network, learned: frozenset[LearnedHost] = frozenset()) -> list[Host]:
     vlan = {s.name: s.vlan for s in net.segments}
+    # A bound VM that is not up anywhere has no place: nothing is delivered to it.
     out = [Host(v.mac, v.hypervisor, v.port, vlan[v.segment], str(v.ip), v.name)
-           for v in net.vms]
+           for v in net.vms if v.port is not None]
     port_segment = {(h.name, lp.port): lp.segment
                     for h in net.hypervisors for lp in h.learning_ports}
     for lh in sorted(learned, key=lambda h: h.mac):
@@ -50,9 +51,13 @@ def hosts(net: Network, learned: frozenset[LearnedHost] = frozenset()) -> list[H
 
 
 def compile_network(net: Network, learned: frozenset[LearnedHost] = frozenset(),
-                    firewalls_down: frozenset[str] = frozenset()) -> dict[str, list[Flow]]:
-    """Hypervisor name -> its flow entries. firewalls_down: hypervisors whose
-    firewall does not return steered traffic (steering.fail then decides)."""
+                    firewalls_down: frozenset[str] = frozenset(),
+                    candidates: frozenset[tuple[str, str, int]] = frozenset()
+                    ) -> dict[str, list[Flow]]:
+    """Hypervisor name -> its flow entries. `net` has bound VMs placed where
+    they run (Network.placed). firewalls_down: hypervisors whose firewall
+    does not return steered traffic (steering.fail then decides).
+    candidates: (vm, hypervisor, ofport) bound to a VM that runs elsewhere."""
     all_hosts = hosts(net, learned)
     learned_per_port = defaultdict(int)
     for lh in learned:
@@ -62,6 +67,7 @@ def compile_network(net: Network, learned: frozenset[LearnedHost] = frozenset(),
     out = {}
     for hv in net.hypervisors:
         flows = (_ingress(net, hv, all_hosts, learned_per_port)
+                 + _activation(net, hv, candidates)
                  + destination
                  + _policy(net, hv, all_hosts, hv.name in firewalls_down)
                  + _forward(net, hv, all_hosts, to_uplink))
@@ -105,6 +111,11 @@ def _ingress(net: Network, hv: Hypervisor, all_hosts: list[Host],
         flows.append(flow(INGRESS, 200, "vm-arp", in_port=h.port, vlan_vid=OFPVID_NONE,
                           eth_src=h.mac, eth_type=ETH_TYPE_ARP, arp_sha=h.mac,
                           arp_spa=h.ip, **classify))
+        # The RARP a resumed guest sends from its own MAC (QEMU, after a
+        # migration): it floods in the segment and teaches the physical
+        # network where the VM is now.
+        flows.append(flow(INGRESS, 200, "vm-rarp", in_port=h.port, vlan_vid=OFPVID_NONE,
+                          eth_src=h.mac, eth_type=ETH_TYPE_RARP, **classify))
         flows.append(flow(INGRESS, 100, "port-security", in_port=h.port))
     for lp in hv.learning_ports:
         if learned_per_port[(hv.name, lp.port)] >= lp.max_hosts:
@@ -130,6 +141,22 @@ def _ingress(net: Network, hv: Hypervisor, all_hosts: list[Host],
             # The IDS port never sends; the firewall port only returns what
             # was steered to it, tagged as expected (entries above).
             flows.append(flow(INGRESS, 100, role.replace("_", "-"), in_port=port))
+    return flows
+
+
+def _activation(net: Network, hv: Hypervisor,
+                candidates: frozenset[tuple[str, str, int]]) -> list[Flow]:
+    """A port the management plane bound to a VM that still runs elsewhere
+    (a live migration under way): nothing it sends is forwarded, but a frame
+    from the VM's own MAC tells the controller the VM runs here now."""
+    flows = []
+    for vm, hypervisor, port in sorted(candidates):
+        if hypervisor == hv.name:
+            flows.append(flow(INGRESS, 200, "activation", in_port=port,
+                              vlan_vid=OFPVID_NONE, eth_src=net.vm(vm).mac,
+                              meter=CONTROLLER_METER,
+                              actions=[("controller", PACKET_IN_BYTES)]))
+            flows.append(flow(INGRESS, 100, "port-security", in_port=port))
     return flows
 
 

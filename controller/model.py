@@ -19,6 +19,8 @@ MAX_VLAN = 4094
 MAX_PORT = 0xFFFFFF00              # OpenFlow 1.3: real ports are below OFPP_MAX
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,14}$")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+BINDING_RE = re.compile(r"^[A-Za-z0-9._:@-]+$")    # interface names, iface-ids
+IFNAMSIZ = 15                      # Linux: an interface name has at most 15 characters
 
 
 class NetworkFileError(ValueError):
@@ -64,12 +66,21 @@ class Hypervisor:
 
 @dataclass(frozen=True)
 class VM:
+    """A VM is placed by the file (hypervisor + port) or bound by the
+    management plane (interface or iface_id): then hypervisor and port are
+    None here and known only at run time (controller/binding.py)."""
     name: str
-    hypervisor: str
-    port: int
+    hypervisor: str | None
+    port: int | None
     segment: str
     mac: str
     ip: ipaddress.IPv4Address
+    interface: str | None = None     # the OVS port/interface name
+    iface_id: str | None = None      # the Interface's external_ids:iface-id
+
+    @property
+    def bound(self) -> bool:
+        return self.port is None
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,13 @@ class Network:
 
     def vm(self, name: str) -> VM:
         return next(v for v in self.vms if v.name == name)
+
+    def placed(self, locations: Mapping[str, tuple[str, int]]) -> "Network":
+        """The network with every bound VM where it runs now (`locations`:
+        vm -> (hypervisor, ofport)); bound VMs that are not up keep no place."""
+        return replace(self, vms=tuple(
+            replace(v, hypervisor=locations[v.name][0], port=locations[v.name][1])
+            if v.bound and v.name in locations else v for v in self.vms))
 
     def with_policy(self, policy: Policy) -> "Network":
         """The same network under another policy; PolicyError if it cannot work."""
@@ -355,19 +373,20 @@ class _Parser:
                        for p, role in h.special_ports().items()}
         taken_ports.update({(h.name, lp.port): "a learning port"
                             for h in hypervisors for lp in h.learning_ports})
-        by_mac, by_ip, out = {}, {}, []
+        by_mac, by_ip, by_binding, out = {}, {}, {}, []
         for name, body in raw.items():
             place = f"vms.{name}"
-            body = self.mapping(body, place,
-                                required=("hypervisor", "port", "segment", "mac", "ip"))
-            hv = body["hypervisor"]
-            self.reference(hv, hvs, "hypervisor", f"{place}.hypervisor")
+            body = self.mapping(body, place, required=("segment", "mac", "ip"),
+                                optional=("hypervisor", "port", "interface", "iface_id"))
             self.reference(body["segment"], segs, "segment", f"{place}.segment")
-            port = self.integer(body["port"], f"{place}.port", 1, MAX_PORT)
-            if (hv, port) in taken_ports:
-                self.fail(f"{place}.port", f"port {port} on {hv} is already "
-                                           f"{taken_ports[(hv, port)]}")
-            taken_ports[(hv, port)] = f"used by VM '{name}'"
+            hv, port, interface, iface_id = self.vm_binding(body, place, hvs, by_binding)
+            if port is not None:
+                if (hv, port) in taken_ports:
+                    self.fail(f"{place}.port", f"port {port} on {hv} is already "
+                                               f"{taken_ports[(hv, port)]}")
+                taken_ports[(hv, port)] = f"used by VM '{name}'"
+            else:
+                by_binding[(interface, iface_id)] = name
             if isinstance(body["mac"], int):
                 self.fail(f"{place}.mac", "YAML read this MAC as a number: put it in "
                                           "quotes")
@@ -395,5 +414,31 @@ class _Parser:
             if subnet is not None and ip not in subnet:
                 self.fail(f"{place}.ip", f"{ip} is outside segment "
                                          f"'{body['segment']}' subnet {subnet}")
-            out.append(VM(name, hv, port, body["segment"], mac, ip))
+            out.append(VM(name, hv, port, body["segment"], mac, ip, interface, iface_id))
         return tuple(out)
+
+    def vm_binding(self, body: Mapping, place: str, hvs: Mapping, taken: dict):
+        """(hypervisor, port, interface, iface_id): placed by the file, or
+        bound to an interface the management plane names."""
+        given = [k for k in ("interface", "iface_id") if k in body]
+        placed = [k for k in ("hypervisor", "port") if k in body]
+        if len(given) + bool(placed) != 1 or (placed and len(placed) != 2):
+            self.fail(place, "say where the VM is in one way: hypervisor and port, or "
+                             "interface (the OVS port name), or iface_id (the "
+                             "Interface's external_ids:iface-id)")
+        if placed:
+            self.reference(body["hypervisor"], hvs, "hypervisor", f"{place}.hypervisor")
+            port = self.integer(body["port"], f"{place}.port", 1, MAX_PORT)
+            return body["hypervisor"], port, None, None
+        key = given[0]
+        value = body[key]
+        limit = IFNAMSIZ if key == "interface" else 255
+        if not isinstance(value, str) or not value or len(value) > limit \
+                or not BINDING_RE.match(value):
+            self.fail(f"{place}.{key}", f"invalid {key} {value!r}: 1 to {limit} letters, "
+                                        "digits or . _ : @ -")
+        binding = (value, None) if key == "interface" else (None, value)
+        if binding in taken:
+            self.fail(f"{place}.{key}", f"{key} {value!r} is already bound to VM "
+                                        f"'{taken[binding]}'")
+        return None, None, *binding

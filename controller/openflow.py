@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import struct
 
-from .pipeline import CONTROLLER_METER, ETH_TYPE_PROBE, KIND_LEARNED, PROBE_MAC, Flow
+from .pipeline import (CONTROLLER_METER, ETH_TYPE_IP, ETH_TYPE_PROBE, ETH_TYPE_RARP,
+                       KIND_LEARNED, PROBE_MAC, Flow)
 
 ETH_TYPE_8021Q = 0x8100
 
@@ -108,6 +109,16 @@ def probe_frame(vlan: int, payload: bytes) -> bytes:
     mac = bytes.fromhex(PROBE_MAC.replace(":", ""))
     return (mac + mac + struct.pack("!HHH", ETH_TYPE_8021Q, vlan, ETH_TYPE_PROBE)
             + payload.ljust(46, b"\0"))
+
+
+def announcement(mac: str, vlan: int) -> bytes:
+    """A RARP request from `mac` to everyone, tagged with its segment's VLAN:
+    what QEMU sends for a resumed guest, so learning switches of the
+    physical network learn where the VM is now."""
+    m = bytes.fromhex(mac.replace(":", ""))
+    return (b"\xff" * 6 + m + struct.pack("!HHH", ETH_TYPE_8021Q, vlan, ETH_TYPE_RARP)
+            + struct.pack("!HHBBH", 1, ETH_TYPE_IP, 6, 4, 3) + m + bytes(4) + m + bytes(4)
+            ).ljust(64, b"\0")
 
 
 def packet_out(dp, port: int, frame: bytes):

@@ -38,7 +38,7 @@ CLASS_MASK = SEGMENTS_MASK | FROM_UPLINK | FROM_FIREWALL  # everything table 0 d
 
 OFPVID_PRESENT = 0x1000
 OFPVID_NONE = 0x0000
-ETH_TYPE_IP, ETH_TYPE_ARP = 0x0800, 0x0806
+ETH_TYPE_IP, ETH_TYPE_ARP, ETH_TYPE_RARP = 0x0800, 0x0806, 0x8035
 ETH_TYPE_PROBE = 0x88B5        # IEEE local experimental: firewall health probes
 PROBE_MAC = "02:5e:c0:00:00:01"
 # VLAN TPIDs: 802.1Q, 802.1ad (QinQ), and the pre-standard QinQ one.

@@ -20,12 +20,15 @@ def segments(net: Network) -> list[dict]:
             for s in net.segments]
 
 
-def vms(net: Network) -> list[dict]:
+def vms(net: Network, bindings: dict[str, dict]) -> list[dict]:
+    """`net` with bound VMs placed where they run; `bindings`: vm -> how it
+    is bound and whether it is up (controller/binding.py)."""
     out = []
     for v in net.vms:
         rule = net.policy.vm_rule(v.name)
         segment_mode = net.policy.mode(v.segment, v.segment)
         out.append({"name": v.name, "hypervisor": v.hypervisor, "port": v.port,
+                    "binding": bindings[v.name],
                     "segment": v.segment, "mac": v.mac, "ip": str(v.ip),
                     "mode": rule.mode,
                     "direction": rule.direction if rule.mode == "mirror" else None,

@@ -4,5 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-mn -c >/dev/null 2>&1 || true
 exec .venv/bin/python -m topologies.demo "${1:-examples/consolidated.yaml}"

@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# A lab left behind by a crashed earlier run would collide with the tests.
-mn -c >/dev/null 2>&1 || true
+# No `mn -c`: it would wreck every other lab on this machine. Each lab
+# removes what a crashed run of its own names left behind (topologies/lab.py).
 exec .venv/bin/python -m pytest "$@"

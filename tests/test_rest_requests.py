@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from controller.binding import Bindings
 from controller import changes, model, views
 from controller.auth import TokenError, WriteAuth, load_token
 from controller.changes import RequestError
@@ -162,7 +163,11 @@ def test_the_matrix_vms_and_segments_show_effective_modes(net):
     assert m["segments"] == ["dmz", "internal", "management"]
     assert m["modes"]["dmz"] == {"dmz": "deny", "internal": "mirror", "management": "deny"}
     assert m["modes"]["internal"]["dmz"] == "mirror"
-    vms = {v["name"]: v for v in views.vms(n)}
+    bindings = Bindings(n)
+    vms = {v["name"]: v for v in views.vms(n, {v.name: bindings.binding(v.name)
+                                               for v in n.vms})}
+    assert vms["web1"]["binding"] == {"by": "port", "hypervisor": "hv1", "ofport": 10,
+                                      "up": False, "since": None, "candidates": []}
     assert (vms["web1"]["mode"], vms["web1"]["effective"]) == ("allow", "deny")
     assert (vms["app1"]["mode"], vms["app1"]["direction"], vms["app1"]["effective"]) == \
         ("mirror", "sent", "mirror")

@@ -67,18 +67,43 @@ class _HostSpec:
     name: str
     role: str            # for error messages: "VM web1", "firewall host of hv1"
     hypervisor: str
-    port: int            # OpenFlow port on the hypervisor bridge
+    port: int | None     # OpenFlow port on the hypervisor bridge; None: OVS picks
     ip: str | None       # "a.b.c.d/len"; None: no address
     mac: str | None      # None: the kernel picks a random one
+    ifname: str = ""     # the bridge side; "" : <hypervisor>-p<port>
+
+    @property
+    def bridge_side(self) -> str:
+        return self.ifname or f"{self.hypervisor}-p{self.port}"
 
 
-def _host_specs(network: model.Network) -> list[_HostSpec]:
-    specs = []
+def tap_name(vm: model.VM) -> str:
+    """The bridge-side interface of a bound VM: its `interface:`, or for a VM
+    bound by iface_id a name of the lab's (any name binds then)."""
+    return vm.interface or f"{vm.name}-tap"
+
+
+def default_placement(network: model.Network) -> dict[str, str]:
+    """Where the lab starts bound VMs (the file does not say): round-robin
+    over the hypervisors, in file order."""
+    hvs = [hv.name for hv in network.hypervisors]
+    bound = [vm for vm in network.vms if vm.bound]
+    return {vm.name: hvs[i % len(hvs)] for i, vm in enumerate(bound)}
+
+
+def _host_specs(network: model.Network, placement: dict | None = None) -> list[_HostSpec]:
+    placement = {**default_placement(network), **(placement or {})}
+    specs, bound = [], []
     for vm in network.vms:
         subnet = network.segment(vm.segment).subnet
         prefix = subnet.prefixlen if subnet else DEFAULT_PREFIX
-        specs.append(_HostSpec(vm.name, f"VM {vm.name}", vm.hypervisor, vm.port,
-                               f"{vm.ip}/{prefix}", vm.mac))
+        if vm.bound:
+            # Last, so the port numbers Mininet picks take none the file names.
+            bound.append(_HostSpec(vm.name, f"VM {vm.name}", placement[vm.name], None,
+                                   f"{vm.ip}/{prefix}", vm.mac, tap_name(vm)))
+        else:
+            specs.append(_HostSpec(vm.name, f"VM {vm.name}", vm.hypervisor, vm.port,
+                                   f"{vm.ip}/{prefix}", vm.mac))
     spare = _spare_ips(network)
     for hv in network.hypervisors:
         for lp in hv.learning_ports:
@@ -88,7 +113,7 @@ def _host_specs(network: model.Network) -> list[_HostSpec]:
         if hv.ids_port is not None:
             specs.append(_HostSpec(f"{hv.name}ids", f"IDS host of {hv.name}",
                                    hv.name, hv.ids_port, None, None))
-    return specs
+    return specs + bound
 
 
 def _spare_ips(network: model.Network):
@@ -112,7 +137,7 @@ def _bridge_names(network: model.Network, core: str = CORE) -> set[str]:
 def _root_ifnames(network: model.Network, specs, core: str = CORE) -> dict[str, str]:
     """Interfaces the lab creates in the root namespace (bridge side), each
     with the name it is made from."""
-    names = {f"{s.hypervisor}-p{s.port}": s.hypervisor for s in specs}
+    names = {s.bridge_side: s.hypervisor for s in specs}
     for n, hv in enumerate(_uplinked(network), start=1):
         names[f"{hv.name}-p{hv.uplink_port}"] = hv.name
         names[f"{core}-p{n}"] = core
@@ -193,11 +218,13 @@ class _Remote(RemoteController):
 
 
 def build_network(network: model.Network, ofp_port: int | None,
-                  core: str = CORE) -> Mininet:
+                  core: str = CORE, placement: dict | None = None) -> Mininet:
     """A Mininet (not started) for the network file; see the module doc.
-    ofp_port None: no controller, hypervisor bridges in standalone mode."""
+    ofp_port None: no controller, hypervisor bridges in standalone mode.
+    placement: vm -> hypervisor for VMs the file binds by interface or
+    iface_id (default_placement otherwise)."""
     setLogLevel("warning")
-    specs = _host_specs(network)
+    specs = _host_specs(network, placement)
     _check_names(network, specs, core)
     fail_mode = "standalone" if ofp_port is None else "secure"
     net = Mininet(controller=None)
@@ -233,12 +260,33 @@ def build_network(network: model.Network, ofp_port: int | None,
             # port2 becomes the OVS ofport_request: the port the file declares.
             extra = {"addr1": s.mac} if s.mac else {}
             net.addLink(s.name, s.hypervisor, port2=s.port,
-                        intfName1=f"{s.name}-eth0",
-                        intfName2=f"{s.hypervisor}-p{s.port}", **extra)
+                        intfName1=f"{s.name}-eth0", intfName2=s.bridge_side, **extra)
     except BaseException:
         net.stop()
         raise
     return net
+
+
+def _external_ids(vm: model.VM) -> list[str]:
+    """What libvirt writes on a VM's OVS Interface."""
+    return [f"external_ids:iface-id={vm.iface_id}", f"external_ids:attached-mac={vm.mac}"]
+
+
+# A resumed guest's announcement, as QEMU sends it: a RARP request from its
+# MAC, to everyone. A raw socket: scapy would take a second to import.
+_ANNOUNCE = ("import socket,sys;s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);"
+             "s.bind((sys.argv[1],0));m=bytes.fromhex(sys.argv[2].replace(':',''));"
+             "s.send((b'\\xff'*6+m+b'\\x80\\x35'+bytes.fromhex('0001080006040003')"
+             "+m+bytes(4)+m+bytes(4)).ljust(60,b'\\0'))")
+
+
+def announce(host, mac: str) -> None:
+    """Send the RARP a resumed guest sends, from the host's interface."""
+    proc = host.popen([sys.executable, "-c", _ANNOUNCE, host.defaultIntf().name, mac],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _out, err = proc.communicate(timeout=10)
+    if proc.returncode:
+        raise LabError(f"announcing {mac} from {host.name} failed: {err}")
 
 
 def disable_offload(net: Mininet) -> None:
@@ -393,7 +441,7 @@ class Lab:
 
     def __init__(self, path: str, controller: bool = True, switch_mode: str | None = None,
                  ready_timeout: float = 60.0, controller_args=(), core: str = CORE,
-                 controller_port: int | None = None):
+                 controller_port: int | None = None, placement: dict | None = None):
         if controller and switch_mode is not None:
             raise ValueError("switch_mode is only for controller=False")
         if controller_port is not None and (controller or switch_mode is not None):
@@ -409,10 +457,13 @@ class Lab:
         self.controller, self.switch_mode, self.core = controller, switch_mode, core
         self.ready_timeout = ready_timeout
         self.controller_args = list(controller_args)
+        # Where each bound VM's tap is now (None: stopped); the file does not say.
+        self.placement = {**default_placement(self.network), **(placement or {})}
         self.net: Mininet | None = None
         self.ofp_port = self.rest_port = self.rest_url = None
         self.controller_log: str | None = None
         self._proc: subprocess.Popen | None = None
+        self._last_hypervisor: dict[str, str] = dict(self.placement)
         self._shells: dict[int, str] = {}
         self._netns: set[str] = set()
         self._owns_names = False     # may delete bridges named like ours
@@ -446,8 +497,11 @@ class Lab:
                 self._spawn_controller()
             elif self.controller_port is not None:
                 self.ofp_port = self.controller_port
-            self.net = build_network(self.network, self.ofp_port, self.core)
+            self.net = build_network(self.network, self.ofp_port, self.core, self.placement)
             self.net.start()
+            for vm in self.network.vms:
+                if vm.iface_id:
+                    self._vsctl("set", "Interface", tap_name(vm), *_external_ids(vm))
             nodes = self.net.hosts + self.net.switches + self.net.controllers
             self._shells = {n.pid: n.name for n in nodes}
             self._netns = {os.readlink(f"/proc/{h.pid}/ns/net") for h in self.net.hosts}
@@ -575,6 +629,74 @@ class Lab:
         except (OSError, TypeError):
             return "(no controller log)"
         return "".join(kept[-lines:])
+
+    def wait_datapath(self) -> None:
+        """Return once OVS forwards by the OpenFlow tables as they are now.
+
+        A confirmed change is in the tables; the datapath's cached flows
+        follow when the revalidators have re-translated them (README, "What
+        a 200 means"). `revalidator/wait` returns at the end of a round,
+        which may have begun before the change, so two: the second round
+        began after it and re-translated every cached flow."""
+        for _ in range(2):
+            subprocess.run(["ovs-appctl", "--timeout=30", "revalidator/wait"], check=True,
+                           capture_output=True)
+
+    # -- what a hypervisor does to a VM's tap (bound VMs only)
+    def stop_vm(self, vm: str) -> None:
+        """The VM shuts down: its tap leaves the bridge."""
+        spec = self._bound(vm)
+        if self.placement[vm] is None:
+            raise LabError(f"VM {vm} is not running")
+        self._vsctl("del-port", self.placement[vm], tap_name(spec))
+        self.placement[vm] = None
+
+    def start_vm(self, vm: str, hypervisor: str | None = None) -> None:
+        """The VM boots (on `hypervisor`, default where it last ran): its tap
+        joins the bridge, and OVS gives it the next free ofport."""
+        spec = self._bound(vm)
+        if self.placement[vm] is not None:
+            raise LabError(f"VM {vm} already runs on {self.placement[vm]}")
+        hv = hypervisor or self._last_hypervisor.get(vm) or default_placement(
+            self.network)[vm]
+        self.network.hypervisor(hv)              # KeyError-free check: StopIteration
+        tap = tap_name(spec)
+        self._vsctl("add-port", hv, tap, *(["--", "set", "Interface", tap,
+                                            *_external_ids(spec)] if spec.iface_id else []))
+        self.placement[vm] = hv
+        self._last_hypervisor[vm] = hv
+        announce(self.host(vm), self.network.vm(vm).mac)
+
+    def migrate(self, vm: str, hypervisor: str) -> None:
+        """Live migration without overlap: the tap leaves its bridge and joins
+        another's under a new ofport, and the resumed guest announces itself
+        with a RARP, as QEMU does."""
+        if self.placement.get(vm) == hypervisor:
+            raise LabError(f"VM {vm} already runs on {hypervisor}")
+        self.stop_vm(vm)
+        self.start_vm(vm, hypervisor)
+
+    def ofport(self, vm: str) -> int | None:
+        """The ofport OVS gave a VM's tap now (None while it is stopped)."""
+        if self.placement.get(vm) is None:
+            return None
+        out = self._vsctl("get", "Interface", tap_name(self._bound(vm)), "ofport")
+        return int(out)
+
+    def _bound(self, vm: str) -> model.VM:
+        spec = self.network.vm(vm)
+        if not spec.bound:
+            raise LabError(f"VM {vm} is placed by the file (hypervisor and port); only "
+                           "VMs bound by interface or iface_id move")
+        return spec
+
+    @staticmethod
+    def _vsctl(*args: str) -> str:
+        done = subprocess.run(["ovs-vsctl", "--timeout=10", *args], capture_output=True,
+                              text=True)
+        if done.returncode:
+            raise LabError(f"ovs-vsctl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout.strip()
 
     # -- access
     def host(self, name: str):

@@ -83,13 +83,14 @@ class Capture:
             m = re.search(r"(\d+) packets? dropped by kernel", report)
             self.kernel_drops = int(m.group(1)) if m else 0
 
-    def packets(self, bpf: str = "") -> list[str]:
-        """The captured packets as tcpdump -e lines, optionally filtered again."""
+    def packets(self, bpf: str = "", epoch_times: bool = False) -> list[str]:
+        """The captured packets as tcpdump -e lines, optionally filtered again;
+        epoch_times: each line starts with its time in seconds since the epoch."""
         if self.kernel_drops:
             raise RuntimeError(f"tcpdump on {self.host.name} lost {self.kernel_drops} "
                                "packets: a count would be wrong")
         out = subprocess.run(["tcpdump", "-n", "-e", "-r", self.path]
-                             + ([bpf] if bpf else []),
+                             + (["-tt"] if epoch_times else []) + ([bpf] if bpf else []),
                              capture_output=True, text=True).stdout
         return [line for line in out.splitlines() if line.strip()]
 

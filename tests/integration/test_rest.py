@@ -23,6 +23,7 @@ import urllib.request
 
 import pytest
 
+from controller.enforcement import DATAPATH_WINDOW_MS
 from topologies import firewall, probes
 from tests import rest_client
 from topologies.lab import Lab
@@ -61,9 +62,12 @@ def api(lab, method, path, body=None, token=TOKEN, raw=None, content_type=None):
 
 
 def applied(lab, method, path, body=None):
+    """A confirmed change, in force in the datapath too when this returns."""
     status, doc = api(lab, method, path, body)
     assert status == 200 and doc["ok"], doc
     assert doc["applied_to"] == ["ra1", "ra2"] and doc["failed"] == {}, doc
+    assert doc["datapath_window_ms"] == DATAPATH_WINDOW_MS, doc
+    lab.wait_datapath()
     return doc
 
 

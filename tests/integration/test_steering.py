@@ -72,12 +72,14 @@ def test_firewall_gone_fails_closed_and_steering_resumes_by_itself(tmp_path):
         _count_web1_pings(lab)
         fw.cmd("ip link set br-0 down")              # hv1's link stops returning
         assert probes.wait_for(lambda: lab.status()["datapaths"]["hv1"]["firewall"] == "down")
+        lab.wait_datapath()
         assert "hv1: the firewall is not returning steered traffic; steered traffic is " \
                "DROPPED (fail-closed)" in open(lab.controller_log).read()
         assert probes.ping(web1, web2.IP(), count=3)[1] == 0
         fw.cmd("ip link set br-0 up")
         assert probes.wait_for(lambda: lab.status()["datapaths"]["hv1"]["firewall"] == "up")
-        assert probes.wait_for(lambda: probes.ping(web1, web2.IP(), count=1)[1] == 1)
+        lab.wait_datapath()
+        assert probes.ping(web1, web2.IP(), count=1)[1] == 1
         before = _steered(lab)
         assert probes.ping(web1, web2.IP(), count=3)[1] == 3
         assert _steered(lab) - before == 6           # through the firewall again
@@ -92,6 +94,7 @@ def test_fail_open_delivers_directly_while_the_firewall_is_gone(tmp_path):
         _count_web1_pings(lab)
         fw.cmd("ip link set br-0 down")
         assert probes.wait_for(lambda: lab.status()["datapaths"]["hv1"]["firewall"] == "down")
+        lab.wait_datapath()
         before = _steered(lab)
         assert probes.ping(web1, web2.IP(), count=3)[1] == 3
         assert _steered(lab) == before               # not through the firewall
