@@ -39,7 +39,8 @@ from controller.pipeline import (COOKIE_TAG, COOKIE_TAG_MASK, INGRESS,  # noqa: 
 from controller.reconcile import plan  # noqa: E402
 
 from apps.commit import Change, Committer  # noqa: E402
-from apps import rest_api  # noqa: E402
+from apps.supervise import supervised  # noqa: E402
+from apps import ovsdb, rest_api  # noqa: E402
 
 MAX_RESYNCS = 3   # re-reads of a switch after failed commits before giving up
 # Learns are not held back on a timer: the sync they start yields once (so
@@ -70,15 +71,16 @@ class SwitchState:
     resyncs: int = 0
     read_once: bool = False
     ports_read: bool = False                      # its port list, for bound VMs
+    port_names: dict = field(default_factory=dict)   # ofport -> name
     synced: bool = False
     last_sync: float | None = None
     firewall_down: bool = False    # its committed flows treat its firewall as down
 
 
-def _port(hypervisor: str, desc) -> Port:
-    """An OpenFlow port description as the bindings see it."""
+def _name(desc) -> str:
+    """The port name of an OpenFlow port description."""
     name = desc.name.decode(errors="replace") if isinstance(desc.name, bytes) else desc.name
-    return Port(hypervisor, desc.port_no, name.rstrip("\0"))
+    return name.rstrip("\0")
 
 
 class SegmentSwitch(app_manager.RyuApp):
@@ -104,10 +106,17 @@ class SegmentSwitch(app_manager.RyuApp):
         self._to_announce = set()   # VMs that came up or moved, announced after a sync
         self._starting = True
         hub.spawn_after(STARTUP_GRACE_SECONDS, self._end_startup)
-        hub.spawn(self._poll_counters)
+        supervised("counter poll", self._poll_counters, self.logger)
         steering = self.network.steering
         self.firewalls = FirewallHealth(steering.probe_interval, steering.probe_misses)
-        hub.spawn(self._probe_firewalls)
+        supervised("firewall probes", self._probe_firewalls, self.logger)
+        # hypervisor -> {interface name: iface-id}, from its OVSDB
+        self.iface_ids: dict[str, dict[str, str]] = {}
+        self.ovsdb = {address: ovsdb.Follower(address, self._ovsdb_changed, self.logger)
+                      for address in sorted({hv.ovsdb for hv in self.network.hypervisors
+                                             if hv.ovsdb})}
+        for address, follower in self.ovsdb.items():
+            supervised(f"OVSDB {address}", follower.run, self.logger)
         self._setup_rest(kwargs["wsgi"])
         self.logger.info("network file %s: %d segments, %d hypervisors, %d VMs",
                          path, len(self.network.segments), len(self.network.hypervisors),
@@ -165,10 +174,9 @@ class SegmentSwitch(app_manager.RyuApp):
             return
         ofp = ev.msg.datapath.ofproto
         present = {p.port_no: p for p in ev.msg.body if p.port_no < ofp.OFPP_MAX}
-        self._lifecycle(self.bindings.hypervisor_ports(
-            state.hv.name, [_port(state.hv.name, p) for p in present.values()],
-            time.time()))
+        state.port_names = {no: _name(p) for no, p in present.items()}
         state.ports_read = True
+        self._ports_changed(state)
         self._startup_check()
         port = state.hv.firewall_port
         if port is not None:
@@ -183,6 +191,36 @@ class SegmentSwitch(app_manager.RyuApp):
                 self.logger.warning("%s: %s %d is down: %s", state.hv.name, what, port,
                                     self._consequence(what))
                 state.ports_down.add(port)
+
+    def _port(self, state: SwitchState, ofport: int) -> Port:
+        """A port as the bindings see it: its name from OpenFlow, its
+        iface-id from OVSDB (pending while OVSDB has not reported it: the
+        two channels race when a tap is added)."""
+        name = state.port_names[ofport]
+        ids = self.iface_ids.get(state.hv.name, {})
+        return Port(state.hv.name, ofport, name, ids.get(name),
+                    pending=state.hv.ovsdb is not None and name not in ids)
+
+    def _ports_changed(self, state: SwitchState) -> None:
+        """Tell the bindings everything the hypervisor has now."""
+        if state.ports_read:
+            self._lifecycle(self.bindings.hypervisor_ports(
+                state.hv.name, [self._port(state, no) for no in state.port_names],
+                time.time()))
+        self._startup_check()
+
+    def _ovsdb_changed(self, address: str, by_dpid: dict) -> None:
+        """An OVSDB replica changed: new iface-ids for its hypervisors."""
+        for hv in self.network.hypervisors:
+            if hv.ovsdb != address:
+                continue
+            ids = by_dpid.get(hv.dpid, {})
+            if ids != self.iface_ids.get(hv.name):
+                self.iface_ids[hv.name] = ids
+                state = self.switches.get(hv.dpid)
+                if state is not None:
+                    self._ports_changed(state)
+        self._startup_check()
 
     def _lifecycle(self, events) -> None:
         """Log lifecycle events, keep them for the API, and re-program every
@@ -213,10 +251,13 @@ class SegmentSwitch(app_manager.RyuApp):
         ofp = msg.datapath.ofproto
         port = msg.desc.port_no
         if port < ofp.OFPP_MAX:
-            now = time.time()
-            self._lifecycle(self.bindings.port_removed(state.hv.name, port, now)
-                            if msg.reason == ofp.OFPPR_DELETE else
-                            self.bindings.port_added(_port(state.hv.name, msg.desc), now))
+            if msg.reason == ofp.OFPPR_DELETE:
+                state.port_names.pop(port, None)
+                self._lifecycle(self.bindings.port_removed(state.hv.name, port, time.time()))
+            else:
+                state.port_names[port] = _name(msg.desc)
+                self._lifecycle(self.bindings.port_added(self._port(state, port),
+                                                         time.time()))
         what = self._port_roles(state.hv).get(port)
         if what is None:
             return
@@ -268,7 +309,8 @@ class SegmentSwitch(app_manager.RyuApp):
         """While starting: end it once every hypervisor's flows and ports
         are read. True while still starting."""
         if self._starting and len(self.switches) == len(self.network.hypervisors) and \
-                all(s.read_once and s.ports_read for s in self.switches.values()):
+                all(s.read_once and s.ports_read for s in self.switches.values()) and \
+                all(f.synced for f in self.ovsdb.values()):
             self._end_startup()
         return self._starting
 

@@ -22,11 +22,13 @@ from .model import Network
 
 @dataclass(frozen=True)
 class Port:
-    """A port as a hypervisor reports it."""
+    """A port as a hypervisor reports it. pending: OpenFlow reports it, but
+    the hypervisor's OVSDB has not yet said whose it is (iface-id)."""
     hypervisor: str
     ofport: int
     name: str
     iface_id: str | None = None
+    pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,17 @@ class Bindings:
         return dict(self._active)
 
     def candidates(self) -> frozenset[tuple[str, str, int]]:
-        """(vm, hypervisor, ofport): ports bound to a VM that runs elsewhere;
-        a frame from the VM's MAC there moves it."""
-        return frozenset((vm, *place) for vm, places in self._claims().items()
-                         for place in places if self._active.get(vm) != place)
+        """(vm, hypervisor, ofport): ports bound to a VM after the one it runs
+        on (a migration's destination); a frame from the VM's MAC there moves
+        it. Older ports still bound to it (the source) forward nothing."""
+        out = set()
+        for vm, places in self._claims().items():
+            active = self._active.get(vm)
+            for place in places:
+                if active is not None and place != active and \
+                        self._first_seen[place] > self._first_seen[active]:
+                    out.add((vm, *place))
+        return frozenset(out)
 
     def binding(self, vm: str) -> dict:
         """How a VM is bound and where it is, for the API. A VM the file
@@ -149,11 +158,17 @@ class Bindings:
 
     def frame_seen(self, hypervisor: str, ofport: int, mac: str, now: float) -> list[Event]:
         """A frame from `mac` arrived on a candidate port: if it is the VM's
-        own MAC, the VM runs there now."""
+        own MAC and the port was bound after the one the VM runs on (the
+        destination of a migration), the VM runs there now. Never back: a
+        source still sending cannot make the VM flap."""
         place = (hypervisor, ofport)
         port = self._ports.get(place)
         vm = self.claimant(port) if port else None
-        if vm is None or self._macs[vm] != mac or self._active.get(vm) == place:
+        if vm is None or self._macs[vm] != mac:
+            return []
+        active = self._active.get(vm)
+        if active == place or (active is not None and
+                               self._first_seen[place] <= self._first_seen[active]):
             return []
         return self._settle(now, chosen={vm: place})
 
@@ -170,7 +185,7 @@ class Bindings:
         self._first_seen[place] = now
         key = (port.hypervisor, port.name)
         if self.claimant(port) is None and place not in self._known \
-                and key not in self._unknown_told:
+                and not port.pending and key not in self._unknown_told:
             self._unknown_told.add(key)
             return [Event(now, "unknown-port", None, port.hypervisor, port.ofport,
                           f"port {port.name!r} (ofport {port.ofport}) matches no VM: "

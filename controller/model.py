@@ -21,6 +21,7 @@ NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,14}$")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 BINDING_RE = re.compile(r"^[A-Za-z0-9._:@-]+$")    # interface names, iface-ids
 IFNAMSIZ = 15                      # Linux: an interface name has at most 15 characters
+OVSDB_RE = re.compile(r"^(tcp:[^:\s]+:\d{1,5}|tcp:\[[0-9A-Fa-f:.]+\]:\d{1,5}|unix:/\S+)$")
 
 
 class NetworkFileError(ValueError):
@@ -55,6 +56,7 @@ class Hypervisor:
     firewall_port: int | None = None
     ids_port: int | None = None
     learning_ports: tuple[LearningPort, ...] = ()
+    ovsdb: str | None = None        # where its OVSDB serves (iface-ids of VM taps)
 
     def special_ports(self) -> dict[int, str]:
         """Infrastructure ports by number -> role."""
@@ -254,12 +256,21 @@ class _Parser:
         if doc is None:
             self.fail("", "the file is empty")
         doc = self.mapping(doc, "", required=("segments", "hypervisors", "vms"),
-                           optional=("policy", "options", "mirror", "steering"))
+                           optional=("policy", "options", "mirror", "steering", "ovsdb"))
         options = self.options(doc.get("options") or {})
         segments = self.segments(doc["segments"])
         seg_names = {s.name for s in segments}
-        hypervisors = self.hypervisors(doc["hypervisors"], seg_names, options)
+        default_ovsdb = None
+        if "ovsdb" in doc:
+            default_ovsdb = self.ovsdb_address(doc["ovsdb"], "ovsdb")
+        hypervisors = self.hypervisors(doc["hypervisors"], seg_names, options, default_ovsdb)
         vms = self.vms(doc["vms"], segments, hypervisors)
+        for vm in vms:
+            lacking = [hv.name for hv in hypervisors if hv.ovsdb is None]
+            if vm.iface_id and lacking:
+                self.fail(f"vms.{vm.name}.iface_id", "binding by iface_id reads OVSDB, but "
+                          f"hypervisor {lacking[0]} has no ovsdb address (give "
+                          "hypervisors.NAME.ovsdb, or ovsdb: at the top for all)")
         mirror = self.mapping(doc.get("mirror") or {}, "mirror", optional=("vlan",))
         mirror_vlan = None
         if "vlan" in mirror:
@@ -318,7 +329,13 @@ class _Parser:
             out.append(Segment(name, vlan, subnet))
         return tuple(out)
 
-    def hypervisors(self, raw: Any, seg_names: set, options: Options):
+    def ovsdb_address(self, value: Any, place: str) -> str:
+        if not isinstance(value, str) or not OVSDB_RE.match(value):
+            self.fail(place, f"invalid OVSDB address {value!r}: tcp:HOST:PORT or unix:PATH")
+        return value
+
+    def hypervisors(self, raw: Any, seg_names: set, options: Options,
+                    default_ovsdb: str | None = None):
         raw = self.names(raw, "hypervisors")
         if not raw:
             self.fail("hypervisors", "at least one hypervisor is needed")
@@ -327,7 +344,7 @@ class _Parser:
             place = f"hypervisors.{name}"
             body = self.mapping(body, place, required=("dpid",),
                                 optional=("uplink_port", "firewall_port", "ids_port",
-                                          "learning_ports"))
+                                          "learning_ports", "ovsdb"))
             dpid = body["dpid"]
             if isinstance(dpid, str):
                 try:
@@ -360,9 +377,12 @@ class _Parser:
                 cap = self.integer(lp.get("max_hosts", options.max_hosts_per_port),
                                    f"{lplace}.max_hosts", 1, 4096)
                 learning.append(LearningPort(port, lp["segment"], cap))
+            ovsdb = default_ovsdb
+            if "ovsdb" in body:
+                ovsdb = self.ovsdb_address(body["ovsdb"], f"{place}.ovsdb")
             out.append(Hypervisor(name, dpid, body.get("uplink_port"),
                                   body.get("firewall_port"), body.get("ids_port"),
-                                  tuple(learning)))
+                                  tuple(learning), ovsdb))
         return tuple(out)
 
     def vms(self, raw: Any, segments, hypervisors) -> tuple[VM, ...]:

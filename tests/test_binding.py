@@ -27,6 +27,7 @@ vms:
   cloud:  {iface_id: 7d1c-aa01, segment: blue, mac: "02:0b:00:00:00:04", ip: 10.3.0.4}
 policy:
   default: allow
+ovsdb: tcp:192.0.2.10:6640
 """
 
 
@@ -57,6 +58,7 @@ def test_a_vm_is_placed_or_bound_in_exactly_one_way(net):
     assert roamer.bound and (roamer.hypervisor, roamer.port, roamer.interface) == \
         (None, None, "vnet-roamer")
     assert cloud.iface_id == "7d1c-aa01" and not net.vm("anchor").bound
+    assert {hv.ovsdb for hv in net.hypervisors} == {"tcp:192.0.2.10:6640"}
     bad = {
         "both": NETWORK.replace("{interface: vnet-roamer,", "{interface: vnet-roamer, "
                                 "hypervisor: north, port: 3,"),
@@ -65,6 +67,8 @@ def test_a_vm_is_placed_or_bound_in_exactly_one_way(net):
         "twice": NETWORK.replace("vnet-other", "vnet-roamer"),
         "bad name": NETWORK.replace("vnet-roamer", "'vnet roamer'"),
         "too long": NETWORK.replace("vnet-roamer", "vnet-roamer-0123"),
+        "no ovsdb": NETWORK.replace("ovsdb: tcp:192.0.2.10:6640", ""),
+        "bad ovsdb": NETWORK.replace("tcp:192.0.2.10:6640", "http://x"),
     }
     messages = {}
     for case, text in bad.items():
@@ -78,6 +82,9 @@ def test_a_vm_is_placed_or_bound_in_exactly_one_way(net):
         in messages["twice"]
     assert "vms.roamer.interface: invalid interface 'vnet roamer'" in messages["bad name"]
     assert "vms.roamer.interface: invalid interface" in messages["too long"]
+    assert "vms.cloud.iface_id: binding by iface_id reads OVSDB, but hypervisor north " \
+        "has no ovsdb address" in messages["no ovsdb"]
+    assert "ovsdb: invalid OVSDB address 'http://x'" in messages["bad ovsdb"]
 
 
 # ------------------------------------------------------------ lifecycle
@@ -121,7 +128,9 @@ def test_overlap_keeps_the_source_until_the_guest_speaks_at_the_destination(net)
     assert kinds(moved) == [("moved", "roamer", "east", 5)]
     assert "its first frame arrived there" in moved[0].detail
     assert b.locations() == {"roamer": ("east", 5)}
-    assert b.candidates() == {("roamer", "south", 31)}
+    # The source still sending cannot take it back (no flapping).
+    assert b.candidates() == frozenset()
+    assert b.frame_seen("south", 31, "02:0b:00:00:00:02", 3.5) == []
     # Then the source port goes: nothing changes any more.
     assert b.port_removed("south", 31, 4.0) == []
     assert b.candidates() == frozenset()
@@ -146,6 +155,13 @@ def test_bound_by_iface_id_whatever_the_port_is_named(net):
     # OVSDB removes the iface-id: the port stops being the VM's.
     events = b.hypervisor_ports("north", [Port("north", 40, "tap1234")], 3.0)
     assert ("down", "cloud", "north", 40) in kinds(events)
+
+
+def test_a_port_ovsdb_has_not_reported_yet_is_not_called_unknown(net):
+    b = Bindings(net)
+    assert b.port_added(Port("north", 40, "tap9", pending=True), 1.0) == []
+    assert kinds(b.port_added(Port("north", 40, "tap9", "7d1c-aa01"), 1.1)) == \
+        [("up", "cloud", "north", 40)]
 
 
 def test_unknown_ports_are_told_once_and_file_ports_never(net):

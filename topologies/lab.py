@@ -280,6 +280,18 @@ _ANNOUNCE = ("import socket,sys;s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW
              "+m+bytes(4)+m+bytes(4)).ljust(60,b'\\0'))")
 
 
+def _run(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode:
+        raise LabError(f"{' '.join(argv)}: {done.stderr.strip()}")
+
+
+def _host_run(host, command: str) -> None:
+    out = host.cmd(command + "; echo rc=$?")
+    if not out.rstrip().endswith("rc=0"):
+        raise LabError(f"{host.name}: `{command}` failed: {out}")
+
+
 def announce(host, mac: str) -> None:
     """Send the RARP a resumed guest sends, from the host's interface."""
     proc = host.popen([sys.executable, "-c", _ANNOUNCE, host.defaultIntf().name, mac],
@@ -464,6 +476,9 @@ class Lab:
         self.controller_log: str | None = None
         self._proc: subprocess.Popen | None = None
         self._last_hypervisor: dict[str, str] = dict(self.placement)
+        self._taps = {vm.name: tap_name(vm) for vm in self.network.vms if vm.bound}
+        self._generation: dict[str, int] = {}      # overlapping migrations per VM
+        self._extra_ifnames: set[str] = set()      # taps they made
         self._shells: dict[int, str] = {}
         self._netns: set[str] = set()
         self._owns_names = False     # may delete bridges named like ours
@@ -550,7 +565,8 @@ class Lab:
         self._shells, self._netns = {}, set()
         removed = _delete_leftovers(
             _bridge_names(self.network, self.core),
-            _root_ifnames(self.network, _host_specs(self.network), self.core))
+            [*_root_ifnames(self.network, _host_specs(self.network), self.core),
+             *sorted(self._extra_ifnames)])
         if leftovers or removed:
             warn(f"lab teardown: killed {sorted(leftovers)}, removed {removed}\n")
 
@@ -645,10 +661,10 @@ class Lab:
     # -- what a hypervisor does to a VM's tap (bound VMs only)
     def stop_vm(self, vm: str) -> None:
         """The VM shuts down: its tap leaves the bridge."""
-        spec = self._bound(vm)
+        self._bound(vm)
         if self.placement[vm] is None:
             raise LabError(f"VM {vm} is not running")
-        self._vsctl("del-port", self.placement[vm], tap_name(spec))
+        self._vsctl("del-port", self.placement[vm], self._taps[vm])
         self.placement[vm] = None
 
     def start_vm(self, vm: str, hypervisor: str | None = None) -> None:
@@ -659,28 +675,75 @@ class Lab:
             raise LabError(f"VM {vm} already runs on {self.placement[vm]}")
         hv = hypervisor or self._last_hypervisor.get(vm) or default_placement(
             self.network)[vm]
-        self.network.hypervisor(hv)              # KeyError-free check: StopIteration
-        tap = tap_name(spec)
+        if hv not in {h.name for h in self.network.hypervisors}:
+            raise LabError(f"no hypervisor {hv!r} in {self.network.source}")
+        tap = self._taps[vm]
         self._vsctl("add-port", hv, tap, *(["--", "set", "Interface", tap,
                                             *_external_ids(spec)] if spec.iface_id else []))
         self.placement[vm] = hv
         self._last_hypervisor[vm] = hv
         announce(self.host(vm), self.network.vm(vm).mac)
 
-    def migrate(self, vm: str, hypervisor: str) -> None:
-        """Live migration without overlap: the tap leaves its bridge and joins
-        another's under a new ofport, and the resumed guest announces itself
-        with a RARP, as QEMU does."""
-        if self.placement.get(vm) == hypervisor:
-            raise LabError(f"VM {vm} already runs on {hypervisor}")
-        self.stop_vm(vm)
-        self.start_vm(vm, hypervisor)
+    def migrate(self, vm: str, hypervisor: str, overlap: bool = False,
+                copy_seconds: float = 0.5) -> None:
+        """Live migration. Without overlap the tap leaves its bridge and joins
+        another's under a new ofport. With overlap, as libvirt does it: a new
+        tap comes up at the destination first (same iface-id), the memory
+        copy takes `copy_seconds`, then the guest resumes there (its address
+        moves to the new interface and it announces itself with a RARP), and
+        then the source tap goes. In one OVSDB two ports cannot share a name,
+        so an overlap needs a VM bound by iface_id."""
+        if self.placement.get(vm) in (hypervisor, None):
+            raise LabError(f"VM {vm} runs on {self.placement.get(vm)}, not elsewhere")
+        if not overlap:
+            self.stop_vm(vm)
+            self.start_vm(vm, hypervisor)
+            return
+        spec = self._bound(vm)
+        if not spec.iface_id:
+            raise LabError(f"VM {vm}: a migration with overlap needs iface_id binding (two "
+                           "ports of one OVSDB cannot share the interface name)")
+        host, old = self.host(vm), self.host(vm).defaultIntf()
+        self._generation[vm] = self._generation.get(vm, 0) + 1
+        tap, guest = f"{vm}-m{self._generation[vm]}", f"{vm}-eth{self._generation[vm]}"
+        self._extra_ifnames.add(tap)
+        _run(["ip", "link", "add", tap, "type", "veth", "peer", "name", guest])
+        _run(["ip", "link", "set", guest, "netns", str(host.pid)])
+        self._vsctl("add-port", hypervisor, tap, "--", "set", "Interface", tap,
+                    *_external_ids(spec))
+        _run(["ip", "link", "set", tap, "up"])
+        # The guest's side stays down until it resumes: a paused guest sends nothing.
+        for command in (f"ip link set {guest} address {spec.mac}",
+                        f"ethtool -K {guest} tx off"):
+            _host_run(host, command)
+        time.sleep(copy_seconds)
+        # The guest resumes at the destination.
+        neighbours = host.cmd(f"ip neigh show dev {old.name} nud permanent").splitlines()
+        prefix = host.cmd(f"ip -o -4 addr show dev {old.name}").split()[3]
+        _host_run(host, f"ip addr flush dev {old.name}")
+        _host_run(host, f"ip link set {old.name} down")
+        _host_run(host, f"ip link set {guest} up")
+        _host_run(host, f"ip addr add {prefix} dev {guest}")
+        for line in neighbours:
+            ip_addr, _lladdr, mac = line.split()[:3]
+            _host_run(host, f"ip neigh replace {ip_addr} lladdr {mac} dev {guest} "
+                            "nud permanent")
+        # Mininet's handle on the VM's interface now names the new one.
+        del host.nameToIntf[old.name]
+        old_tap, old.name = self._taps[vm], guest
+        host.nameToIntf[guest] = old
+        announce(host, spec.mac)
+        time.sleep(copy_seconds)
+        self._vsctl("del-port", self.placement[vm], old_tap)
+        _run(["ip", "link", "del", old_tap])
+        self._taps[vm] = tap
+        self.placement[vm] = self._last_hypervisor[vm] = hypervisor
 
     def ofport(self, vm: str) -> int | None:
         """The ofport OVS gave a VM's tap now (None while it is stopped)."""
         if self.placement.get(vm) is None:
             return None
-        out = self._vsctl("get", "Interface", tap_name(self._bound(vm)), "ofport")
+        out = self._vsctl("get", "Interface", self._taps[vm], "ofport")
         return int(out)
 
     def _bound(self, vm: str) -> model.VM:
