@@ -25,9 +25,8 @@ from controller import shim
 shim.apply()
 
 from ryu.app.wsgi import ControllerBase, route  # noqa: E402
-from ryu.lib import hub  # noqa: E402
 
-from controller import changes, views  # noqa: E402
+from controller import changes, model, views  # noqa: E402
 from controller.auth import TOKEN_ENV, TokenError, WriteAuth, load_token  # noqa: E402
 from controller.changes import RequestError  # noqa: E402
 from controller.enforcement import DATAPATH_WINDOW_MS  # noqa: E402
@@ -45,7 +44,9 @@ ENDPOINTS = {
     f"{API}/hypervisors": {"GET": "hypervisors"},
     f"{API}/segments": {"GET": "segments"},
     f"{API}/vms": {"GET": "vms"},
+    f"{API}/vms/{{vm}}": {"PUT": "put_vm", "DELETE": "delete_vm"},
     f"{API}/events": {"GET": "events"},
+    f"{API}/reload": {"POST": "reload"},
     f"{API}/policy": {"GET": "policy"},
     f"{API}/matrix": {"GET": "matrix"},
     f"{API}/counters": {"GET": "counters"},
@@ -106,6 +107,16 @@ def _takes_direction(mode: str) -> bool:
         return False
 
 
+def _fits_alone(document, name: str, body) -> bool:
+    """Would this VM be valid as the only one of the network file?"""
+    alone = {k: v for k, v in document.items() if k != "policy"}
+    try:
+        model.from_document({**alone, "vms": {name: body}}, "request")
+        return True
+    except model.NetworkFileError:
+        return False
+
+
 def write_auth_from_environment(logger) -> WriteAuth:
     """The launcher passes --token-file and --insecure-rest as environment
     variables (it has already checked them); VGUARD_API_TOKEN is the user's."""
@@ -154,7 +165,6 @@ class Api:
     def __init__(self, app, auth: WriteAuth):
         self.app, self.auth, self.logger = app, auth, app.logger
         self.metrics = Metrics(app)
-        self.write_lock = hub.Semaphore(1)     # read-modify-apply-save, one at a time
         self.openapi_doc = openapi_document(app.network)
         self.routes = [(_pattern(path), methods) for path, methods in ENDPOINTS.items()]
 
@@ -273,20 +283,14 @@ class Api:
         return self._write(req, params, changes.clear_vm, with_body=False)
 
     def _write(self, req, params, change, with_body: bool) -> Response:
-        refusal = self.auth.check(req.headers.get("Authorization"))
+        refusal = self._refuse(req)
         if refusal is not None:
-            response = _error(refusal.status, refusal.message)
-            if refusal.status == 401:
-                response.headers["WWW-Authenticate"] = 'Bearer realm="vguard"'
-            return response
-        if self.auth.insecure:
-            self.logger.warning("*** INSECURE: unauthenticated %s %s from %s ***",
-                                req.method, _path(req), req.remote_addr)
+            return refusal
         body = {}
         if with_body:
             body = changes.json_body(req.headers.get("Content-Type"),
                                      req.body_file.read(changes.MAX_BODY + 1))
-        with self.write_lock:
+        with self.app.write_lock:
             current = self.app.network.policy
             new = change(current, self.app.network, params, body)
             started = time.monotonic()
@@ -307,9 +311,10 @@ class Api:
             changed = new != current
             if changed and self.app.state_file:
                 try:
-                    self.app.save_policy()
+                    self.app.save_state()
                 except OSError as e:
-                    return self._undo_unsaved(current, e)
+                    return self._undo_unsaved(self.app.network.with_policy(current),
+                                              self.app.inventory, e)
             self.metrics.policy_change_seconds.observe(time.monotonic() - started)
             self.metrics.policy_changes.labels("applied").inc()
             if changed:
@@ -319,12 +324,98 @@ class Api:
             return _json({**result, "changed": changed, "policy": new.to_dict(),
                           "datapath_window_ms": DATAPATH_WINDOW_MS})
 
-    def _undo_unsaved(self, previous, error: OSError) -> Response:
+    # -- the inventory and the network file
+
+    def put_vm(self, req, params):
+        """Create or replace a VM, checked exactly as the network file is."""
+        return self._change_network(req, lambda: self._with_vm(params["vm"], changes.json_body(
+            req.headers.get("Content-Type"), req.body_file.read(changes.MAX_BODY + 1))))
+
+    def delete_vm(self, req, params):
+        def build():
+            changes.vm(self.app.network, params["vm"])           # 404 if unknown
+            return self._with_vm(params["vm"], None)
+        return self._change_network(req, build)
+
+    def _with_vm(self, name: str, body):
+        """(the network with VM `name` replaced by `body`, or removed if None,
+        the inventory that says so)."""
+        inventory = {**self.app.inventory, name: body}
+        file_vms = (self.app.file_document or {}).get("vms") or {}
+        if body is None and name not in file_vms:
+            del inventory[name]           # added at run time: simply gone again
+        try:
+            network = model.from_document(self.app.file_document, self.app.network.source,
+                                          inventory)
+        except model.NetworkFileError as e:
+            # 400 if the VM is wrong on its own, 409 if it clashes with the rest.
+            status = 409 if body is not None and _fits_alone(self.app.file_document, name,
+                                                             body) else 400
+            raise RequestError(status, f"{e.place}: {e.problem}" if e.place else e.problem) \
+                from None
+        try:
+            return network.with_policy(self.app.network.policy), inventory
+        except PolicyError as e:
+            raise RequestError(409, f"the policy in force does not allow this: "
+                                    f"{e.problem}") from None
+
+    def reload(self, req, params):
+        return self._change_network(req, None)
+
+    def _change_network(self, req, build) -> Response:
+        """Authorize, build the new network (None: reload the file), apply it
+        all or nothing, save, answer."""
+        refusal = self._refuse(req)
+        if refusal is not None:
+            return refusal
+        with self.app.write_lock:
+            previous, previous_inventory = self.app.network, self.app.inventory
+            if build is None:
+                try:
+                    result = self.app.reload()
+                except model.NetworkFileError as e:
+                    raise RequestError(400, f"not reloaded, nothing changed: {e}") from None
+                except PolicyError as e:
+                    raise RequestError(409, f"not reloaded, nothing changed: the policy "
+                                            f"in force no longer fits the file: "
+                                            f"{e.problem}") from None
+            else:
+                network, inventory = build()
+                result = self.app.apply_network(network, inventory)
+            if not result["ok"]:
+                why = "; ".join(f"{hv}: {r}" for hv, r in sorted(result["failed"].items()))
+                return _json({**result, "changed": False,
+                              "error": f"not applied ({why}); no hypervisor keeps it"}, 502)
+            if self.app.state_file:
+                try:
+                    self.app.save_state()
+                except OSError as e:
+                    return self._undo_unsaved(previous, previous_inventory, e)
+            self.openapi_doc = openapi_document(self.app.network)
+            self.logger.info("network changed by %s %s (%.3f s)", req.method, _path(req),
+                             result["seconds"])
+            return _json({**result, "changed": self.app.network != previous,
+                          "datapath_window_ms": DATAPATH_WINDOW_MS})
+
+    def _refuse(self, req) -> Response | None:
+        """The answer to a write that is not authorized, or None."""
+        refusal = self.auth.check(req.headers.get("Authorization"))
+        if refusal is not None:
+            response = _error(refusal.status, refusal.message)
+            if refusal.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="vguard"'
+            return response
+        if self.auth.insecure:
+            self.logger.warning("*** INSECURE: unauthenticated %s %s from %s ***",
+                                req.method, _path(req), req.remote_addr)
+        return None
+
+    def _undo_unsaved(self, previous, inventory: dict, error: OSError) -> Response:
         """A change that cannot be saved would be lost on restart: put the
-        previous policy back, so what is in force is what is saved."""
+        previous network back, so what is in force is what is saved."""
         self.logger.error("cannot save the state file %s (%s); rolling the change back",
                           self.app.state_file, error)
-        undo = self.app.apply_policy(previous)
+        undo = self.app.apply_network(previous, inventory)
         self.metrics.policy_changes.labels("failed").inc()
         state = "rolled back" if undo["ok"] else f"NOT rolled back ({undo['failed']})"
         return _error(503, f"the change was applied but the state file "

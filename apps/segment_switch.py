@@ -12,6 +12,7 @@ Load with ryu-manager (network file in $VGUARD_NETWORK) or, simpler, via
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from controller.binding import Bindings, Port  # noqa: E402
 from controller.compiler import LearnedHost, compile_network  # noqa: E402
 from controller.health import FirewallHealth  # noqa: E402
 from controller.model import Hypervisor  # noqa: E402
+from controller.policy import PolicyError  # noqa: E402
 from controller.pipeline import (COOKIE_TAG, COOKIE_TAG_MASK, INGRESS,  # noqa: E402
                                  KIND_LEARNED, KIND_STATIC, cookie_kind)
 from controller.reconcile import plan  # noqa: E402
@@ -92,7 +94,15 @@ class SegmentSwitch(app_manager.RyuApp):
         path = os.environ.get("VGUARD_NETWORK")
         if not path:
             raise SystemExit("VGUARD_NETWORK must name the network file")
-        self.network = model.load(path)
+        try:
+            self.file_document = model.read_document(path)   # the file as last read
+            self.network = model.from_document(self.file_document, path)
+        except model.NetworkFileError as e:
+            raise SystemExit(f"error: {e}") from None
+        self.file_policy = self.network.policy   # the network file's own
+        self.inventory: dict = {}                # VMs changed at run time: name -> body|None
+        self._restore_state()
+        self.write_lock = hub.Semaphore(1)       # read-modify-apply-save, one at a time
         self.learned: frozenset[LearnedHost] = frozenset()
         self.switches: dict[int, SwitchState] = {}
         self.refused_learns: dict[str, int] = {}
@@ -118,6 +128,8 @@ class SegmentSwitch(app_manager.RyuApp):
         for address, follower in self.ovsdb.items():
             supervised(f"OVSDB {address}", follower.run, self.logger)
         self._setup_rest(kwargs["wsgi"])
+        # SIGHUP reloads the network file (from a greenthread: it commits).
+        signal.signal(signal.SIGHUP, lambda *_: hub.spawn(self._reload_on_signal))
         self.logger.info("network file %s: %d segments, %d hypervisors, %d VMs",
                          path, len(self.network.segments), len(self.network.hypervisors),
                          len(self.network.vms))
@@ -364,11 +376,13 @@ class SegmentSwitch(app_manager.RyuApp):
             else:
                 self._now_in_sync(state, desired[state.hv.name], firewalls_down)
 
-    def _commit(self, states: list[SwitchState], network):
-        """Compile `network` for these switches and commit the differences."""
+    def _commit(self, states: list[SwitchState], network, bindings=None):
+        """Compile `network` (its bound VMs where `bindings` say) for these
+        switches and commit the differences."""
+        bindings = bindings or self.bindings
         firewalls_down = frozenset(self.firewalls.down)
-        desired = compile_network(network.placed(self.bindings.locations()), self.learned,
-                                  firewalls_down, self.bindings.candidates())
+        desired = compile_network(network.placed(bindings.locations()), self.learned,
+                                  firewalls_down, bindings.candidates())
         changes = []
         for state in states:
             change = plan(desired[state.hv.name], state.installed)
@@ -426,18 +440,27 @@ class SegmentSwitch(app_manager.RyuApp):
     # ------------------------------------------------------------ policy
 
     def apply_policy(self, policy) -> dict:
-        """Put a new policy in force on every connected hypervisor, all or
-        nothing, and confirmed. PolicyError if the network cannot carry it.
-        Call from a greenthread (a REST handler), not an event handler."""
-        network = self.network.with_policy(policy)
+        """Put a new policy in force; PolicyError if the network cannot carry it."""
+        return self.apply_network(self.network.with_policy(policy))
+
+    def apply_network(self, network, inventory: dict | None = None) -> dict:
+        """Put a new network (its policy, its VMs, the whole file) in force
+        on every connected hypervisor, all or nothing, and confirmed; only
+        the entries that differ change. inventory: the run-time VM changes
+        it holds, if they change too. Call from a greenthread (a REST
+        handler), not an event handler."""
+        bindings, events = self.bindings.with_network(network, time.time())
         with self._lock:
             states = [s for s in self.switches.values()
                       if s.read_once and s.ports_read and s.read_xid is None]
-            outcome, desired, firewalls_down = self._commit(states, network)
+            outcome, desired, firewalls_down = self._commit(states, network, bindings)
             if outcome.ok:
-                self.network = network
+                self.network, self.bindings = network, bindings
+                if inventory is not None:
+                    self.inventory = inventory
                 for state in states:
                     self._now_in_sync(state, desired[state.hv.name], firewalls_down)
+                self._lifecycle(events)
             elif outcome.committed:
                 # Phase two failed somewhere: put back the ones that committed.
                 self.logger.error("policy change failed on %s; restoring %s",
@@ -613,34 +636,72 @@ class SegmentSwitch(app_manager.RyuApp):
 
     AUDIT_READ_SECONDS = 5.0     # how long the audit waits for a switch's flows
 
-    def _setup_rest(self, wsgi) -> None:
-        """Restore the saved policy, if any, then serve the API."""
+    def _restore_state(self) -> None:
+        """The saved policy and run-time VM changes, if any, on top of the file."""
         self.state_file = os.environ.get("VGUARD_STATE_FILE") or None
-        self.file_policy = self.network.policy       # the network file's own
-        self._audit_reads = {}                        # (dpid, xid) -> (event, entries)
-        if self.state_file:
-            try:
-                saved = store.load(self.state_file, self.network)
-            except store.StateFileError as e:
-                raise SystemExit(f"error: {e}") from None
+        if not self.state_file:
+            return
+        try:
+            saved = store.load(self.state_file, self.network, self.file_document)
             if saved is None:
                 self.logger.info("no state file %s yet: the policy is the network "
                                  "file's", self.state_file)
-            else:
-                policy, doc = saved
-                self.network = self.network.with_policy(policy)
-                self.logger.info("policy restored from %s (saved %s)", self.state_file,
-                                 doc.get("saved_at"))
-                if store.file_policy_changed(doc, self.file_policy):
-                    self.logger.warning("the network file's policy changed since %s was "
-                                        "saved; the saved policy stays in force (delete "
-                                        "the state file to use the file's)", self.state_file)
+                return
+            policy, doc = saved
+            self.inventory = store.inventory(doc, self.state_file)
+            self.network = model.from_document(self.file_document, self.network.source,
+                                               self.inventory).with_policy(policy)
+        except store.StateFileError as e:
+            raise SystemExit(f"error: {e}") from None
+        self.logger.info("policy%s restored from %s (saved %s)",
+                         f" and {len(self.inventory)} VM changes" if self.inventory else "",
+                         self.state_file, doc.get("saved_at"))
+        if store.file_policy_changed(doc, self.file_policy):
+            self.logger.warning("the network file's policy changed since %s was saved; "
+                                "the saved policy stays in force (delete the state file "
+                                "to use the file's)", self.state_file)
+
+    def _setup_rest(self, wsgi) -> None:
+        self._audit_reads = {}                        # (dpid, xid) -> (event, entries)
         rest_api.register(wsgi, self)
 
-    def save_policy(self) -> None:
-        """Save the policy in force to the state file; OSError if it cannot."""
+    def save_state(self) -> None:
+        """Save the policy in force and the run-time VM changes to the state
+        file; OSError if it cannot."""
         store.save(self.state_file, self.network.policy, self.file_policy,
-                   self.network.source)
+                   self.network.source, self.inventory)
+
+    # ------------------------------------------------------------ reload
+
+    def reload(self) -> dict:
+        """Read the network file again and put only the difference in force,
+        hitless (unchanged entries keep their cookies, so they are not
+        touched). NetworkFileError or PolicyError if it cannot be used, and
+        then nothing changes. Call with write_lock held, from a greenthread."""
+        document = model.read_document(self.network.source)
+        network = model.from_document(document, self.network.source, self.inventory)
+        # A policy changed through the API stays in force; else the file's.
+        if self.network.policy != self.file_policy:
+            network = network.with_policy(self.network.policy)
+        result = self.apply_network(network)
+        if result["ok"]:
+            self.file_document, self.file_policy = document, model.from_document(
+                document, self.network.source).policy
+            self.logger.info("reloaded %s", self.network.source)
+        return result
+
+    def _reload_on_signal(self) -> None:
+        with self.write_lock:
+            try:
+                result = self.reload()
+            except (model.NetworkFileError, PolicyError) as e:
+                self.logger.error("SIGHUP: not reloaded, nothing changed: %s", e)
+                return
+            if not result["ok"]:
+                self.logger.error("SIGHUP: reload not applied, nothing changed: %s",
+                                  result["failed"])
+            elif self.state_file:
+                self.save_state()
 
     def read_installed_flows(self, timeout: float | None = None) -> dict:
         """Read our flows from every connected switch now (not the counter

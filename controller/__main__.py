@@ -38,10 +38,11 @@ def main(argv=None) -> int:
     ap.add_argument("--verbose", action="store_true", help="debug logging")
     args, ryu_args = ap.parse_known_args(argv)
     try:
-        network = model.load(args.network)
+        document = model.read_document(args.network)
+        network = model.from_document(document, args.network)
         state_file = os.path.abspath(args.state_file or
                                      store.default_path(REPO, args.network))
-        store.load(state_file, network)
+        store.load(state_file, network, document)
         token = auth.load_token(args.token_file)
     except (model.NetworkFileError, store.StateFileError, auth.TokenError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ it caused; `locations()` and `candidates()` are what the compiler needs.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from .model import Network
@@ -172,10 +173,13 @@ class Bindings:
             return []
         return self._settle(now, chosen={vm: place})
 
-    def use_network(self, net: Network, now: float) -> list[Event]:
-        """The inventory changed (a reload, a VM added or removed at run time)."""
-        self._use(net)
-        return self._settle(now)          # a VM no longer bound loses its port
+    def with_network(self, net: Network, now: float) -> tuple["Bindings", list[Event]]:
+        """A copy for a changed inventory (a reload, a VM added or removed at
+        run time), and what would change; this one is left as it is, so a
+        change the switches refuse changes nothing."""
+        other = copy.deepcopy(self)
+        other._use(net)
+        return other, other._settle(now)      # a VM no longer bound loses its port
 
     # ------------------------------------------------------------ internals
 

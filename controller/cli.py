@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -94,9 +95,10 @@ def cmd_matrix(client, args) -> str:
 
 def cmd_vms(client, args) -> str:
     vms = client.call("GET", "/api/v1/vms")
-    return table(["VM", "hypervisor", "port", "segment", "MAC", "IP", "mode",
-                  "direction", "segment mode", "effective"],
-                 [[v["name"], v["hypervisor"], v["port"], v["segment"], v["mac"], v["ip"],
+    return table(["VM", "bound by", "up", "hypervisor", "port", "segment", "MAC", "IP",
+                  "mode", "direction", "segment mode", "effective"],
+                 [[v["name"], v["binding"]["by"], "up" if v["binding"]["up"] else "down",
+                   v["hypervisor"], v["port"], v["segment"], v["mac"], v["ip"],
                    v["mode"], v["direction"], v["segment_mode"], v["effective"]]
                   for v in vms])
 
@@ -148,11 +150,41 @@ def _quote(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
+VM_FIELDS = ("segment", "mac", "ip", "hypervisor", "port", "interface", "iface_id")
+
+
 def cmd_vm(client, args) -> str:
-    body = {"mode": args.mode}
+    """vm NAME MODE | vm add NAME --segment S --mac M --ip A (--interface I |
+    --iface-id ID | --hypervisor H --port P) | vm remove NAME"""
+    words = args.words
+    if len(words) == 2 and words[0] == "add":
+        body = {k: getattr(args, k) for k in VM_FIELDS if getattr(args, k) is not None}
+        return _changed(client.call("PUT", f"/api/v1/vms/{_quote(words[1])}", body))
+    if len(words) == 2 and words[0] == "remove":
+        return _changed(client.call("DELETE", f"/api/v1/vms/{_quote(words[1])}"))
+    name, mode = _take(words, 2, "vm NAME MODE | vm add NAME ... | vm remove NAME")
+    body = {"mode": mode}
     if args.direction:
         body["direction"] = args.direction
-    return _applied(client.call("PUT", f"/api/v1/policy/vms/{_quote(args.name)}", body))
+    return _applied(client.call("PUT", f"/api/v1/policy/vms/{_quote(name)}", body))
+
+
+def _changed(doc: dict) -> str:
+    if not doc.get("changed"):
+        return "no change: the network was already so"
+    return _applied(doc)
+
+
+def cmd_reload(client, args) -> str:
+    return _changed(client.call("POST", "/api/v1/reload"))
+
+
+def cmd_events(client, args) -> str:
+    events = client.call("GET", "/api/v1/events")["events"]
+    return table(["time", "level", "kind", "VM", "hypervisor", "detail"],
+                 [[time.strftime("%H:%M:%S", time.localtime(e["time"])), e["level"],
+                   e["kind"], e["vm"] or "", e["hypervisor"], e["detail"]]
+                  for e in events[-args.last:]])
 
 
 def cmd_quarantine(client, args) -> str:
@@ -229,11 +261,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("scope", choices=("default", "segment", "pair"))
     s.add_argument("rest", nargs="+", metavar="ARG")
     s.set_defaults(run=cmd_set)
-    s = sub.add_parser("vm", help="a VM's own mode")
-    s.add_argument("name")
-    s.add_argument("mode")
+    s = sub.add_parser("vm", help="vm NAME MODE: a VM's own mode | vm add NAME ...: "
+                                  "create or replace a VM | vm remove NAME")
+    s.add_argument("words", nargs="+", metavar="WORD")
     s.add_argument("--direction", help="for mirror: both, sent or received")
+    for field in VM_FIELDS:
+        s.add_argument(f"--{field.replace('_', '-')}", dest=field,
+                       type=int if field == "port" else str,
+                       help="with vm add: as in the network file's vms: section")
     s.set_defaults(run=cmd_vm)
+    sub.add_parser("reload", help="read the network file again, apply the difference"
+                   ).set_defaults(run=cmd_reload)
+    s = sub.add_parser("events", help="recent lifecycle events (VMs up, down, moved)")
+    s.add_argument("--last", type=int, default=50, help="how many (default 50)")
+    s.set_defaults(run=cmd_events)
     for name, run, what in (("quarantine", cmd_quarantine, "cut a VM off entirely"),
                             ("release", cmd_release, "a VM back to its segment's policy")):
         s = sub.add_parser(name, help=what)

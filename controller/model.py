@@ -140,8 +140,13 @@ class Network:
 
 
 def check_policy(net: Network, policy: Policy) -> None:
-    """What a policy needs of the network: somewhere to send mirror copies,
-    a firewall port for steered traffic."""
+    """What a policy needs of the network: the VMs it names, somewhere to
+    send mirror copies, a firewall port for steered traffic."""
+    names = {vm.name for vm in net.vms}
+    for vm, rule in policy.vms:
+        if vm not in names:
+            raise PolicyError(f"policy.vms.{vm}", f"there is no VM {vm!r} (it has a "
+                              f"{rule.mode} rule: release it first)")
     for hv in net.hypervisors:
         if policy.mirrors_anything and hv.ids_port is None and (
                 net.mirror_vlan is None or hv.uplink_port is None):
@@ -157,12 +162,28 @@ def check_policy(net: Network, policy: Policy) -> None:
 
 def load(path: str) -> Network:
     """Read and validate a network file; raises NetworkFileError."""
+    return from_document(read_document(path), path)
+
+
+def read_document(path: str):
+    """A network file's YAML, not yet validated; NetworkFileError if it
+    cannot be read or is not YAML."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         raise NetworkFileError(path, "", f"cannot read: {e.strerror}") from None
-    return parse(text, source=path)
+    return _yaml(text, path)
+
+
+def from_document(doc, source: str, inventory: Mapping | None = None) -> Network:
+    """Validate a network document. `inventory`: VMs changed at run time,
+    on top of the document's (name -> the VM's body, or None: removed);
+    checked exactly as if the file said so."""
+    if inventory and isinstance(doc, dict) and isinstance(doc.get("vms"), dict):
+        vms = {**doc["vms"], **inventory}
+        doc = {**doc, "vms": {name: body for name, body in vms.items() if body is not None}}
+    return _Parser(source).network(doc)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -188,6 +209,10 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def parse(text: str, source: str = "<string>") -> Network:
+    return _Parser(source).network(_yaml(text, source))
+
+
+def _yaml(text: str, source: str):
     try:
         loader = _StrictLoader(text)
         loader.name = source
@@ -200,7 +225,7 @@ def parse(text: str, source: str = "<string>") -> Network:
         place = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise NetworkFileError(source, place, f"YAML syntax error: {problem}") from None
-    return _Parser(source).network(doc)
+    return doc
 
 
 class _Parser:

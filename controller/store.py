@@ -1,13 +1,17 @@
-"""The state file: the policy in force, kept across restarts.
+"""The state file: the policy in force and the VMs changed at run time,
+kept across restarts.
 
 Pure Python, no Ryu. Every policy change accepted through the API is saved
 here; at start the controller restores it instead of the network file's
-`policy:` section. The file is replaced atomically (temporary file, fsync,
+`policy:` section. VMs added, replaced or removed through the API are
+saved as changes on top of the file's `vms:` (`"vms": {name: body, or
+null for removed}`), and applied on top of it again at start and on every
+reload: the file says what a VM is unless the API changed that VM since. The file is replaced atomically (temporary file, fsync,
 rename, fsync of the directory), so a crash leaves either the old or the
 new policy, never half of one.
 
     {"format": 1, "saved_at": "...", "network_file": "...",
-     "file_policy": {...}, "policy": {...}}
+     "file_policy": {...}, "policy": {...}, "vms": {...}}
 
 `policy` is in the network file's own form (Policy.to_dict) and is checked
 exactly as that section is. `file_policy` is the network file's policy
@@ -21,7 +25,7 @@ import os
 import tempfile
 import time
 
-from .model import Network
+from .model import Network, NetworkFileError, from_document
 from .policy import Policy, PolicyError, parse as parse_policy
 
 FORMAT = 1
@@ -41,9 +45,11 @@ def default_path(repo: str, network_file: str) -> str:
     return os.path.join(repo, "state", f"{stem}.policy.json")
 
 
-def load(path: str, network: Network) -> tuple[Policy, dict] | None:
-    """The saved policy, checked against `network`, and the whole document;
-    None if there is no state file. StateFileError if it cannot be used."""
+def load(path: str, network: Network, document=None) -> tuple[Policy, dict] | None:
+    """The saved policy, checked against `network` (with the saved VM changes
+    on top of `document`, the network file's YAML, when there are any), and
+    the whole document; None if there is no state file. StateFileError if
+    it cannot be used."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -59,6 +65,16 @@ def load(path: str, network: Network) -> tuple[Policy, dict] | None:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or "policy" not in doc:
         raise StateFileError(path, f"not a state file of format {FORMAT} (expected a "
                                    "JSON object with 'format' and 'policy')")
+    changes = inventory(doc, path)
+    if changes:
+        if document is None:
+            raise StateFileError(path, "it holds VM changes, but the network file's "
+                                       "document was not given to check them")
+        try:
+            network = from_document(document, network.source, changes)
+        except NetworkFileError as e:
+            raise StateFileError(path, f"its VM changes no longer fit the network file: "
+                                       f"{e} (fix or delete the state file)") from None
     try:
         policy = parse_policy(doc["policy"], {s.name for s in network.segments},
                               {vm.name for vm in network.vms})
@@ -70,19 +86,31 @@ def load(path: str, network: Network) -> tuple[Policy, dict] | None:
     return policy, doc
 
 
+def inventory(doc: dict | None, path: str = "") -> dict:
+    """The VM changes a state document holds: name -> body, or None."""
+    changes = (doc or {}).get("vms") or {}
+    if not isinstance(changes, dict) or not all(
+            isinstance(k, str) and (v is None or isinstance(v, dict))
+            for k, v in changes.items()):
+        raise StateFileError(path, "'vms' must map VM names to objects or null")
+    return changes
+
+
 def file_policy_changed(doc: dict, network_file_policy: Policy) -> bool:
     """Has the network file's policy changed since this state was saved?"""
     return doc.get("file_policy") not in (None, network_file_policy.to_dict())
 
 
 def save(path: str, policy: Policy, network_file_policy: Policy,
-         network_file: str = "") -> None:
-    """Replace the state file atomically; OSError if it cannot be written."""
+         network_file: str = "", vms: dict | None = None) -> None:
+    """Replace the state file atomically; OSError if it cannot be written.
+    vms: the VM changes made at run time (name -> body, or None: removed)."""
     doc = {"format": FORMAT,
            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "network_file": network_file,
            "file_policy": network_file_policy.to_dict(),
-           "policy": policy.to_dict()}
+           "policy": policy.to_dict(),
+           "vms": dict(vms or {})}
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".policy-", suffix=".tmp")

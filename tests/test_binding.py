@@ -191,8 +191,9 @@ def test_a_vm_removed_from_the_inventory_is_gone(net):
     smaller = model.parse(NETWORK.replace(
         '  roamer: {interface: vnet-roamer, segment: blue, mac: "02:0b:00:00:00:02", '
         'ip: 10.3.0.2}\n', ""), "smaller.yaml")
-    assert kinds(b.use_network(smaller, 2.0)) == [("down", "roamer", "south", 31)]
-    assert b.locations() == {}
+    after, events = b.with_network(smaller, 2.0)
+    assert kinds(events) == [("down", "roamer", "south", 31)]
+    assert after.locations() == {} and b.locations() == {"roamer": ("south", 31)}
 
 
 # ------------------------------------------------------------ the flows

@@ -29,15 +29,15 @@ _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 class Controller:
     """`python -m controller` on free ports, stopped by its PID."""
 
-    def __init__(self, tmp_path, *args, env=None):
-        self.args, self.env = list(args), env or {}
+    def __init__(self, tmp_path, *args, env=None, network=EXAMPLE):
+        self.args, self.env, self.network = list(args), env or {}, network
         self.log = tmp_path / "controller.log"
         self.proc = None
 
     def start(self) -> "Controller":
         ofp_port, rest_port = free_ports(2)
         self.url = f"http://127.0.0.1:{rest_port}"
-        cmd = [sys.executable, "-m", "controller", "--network", str(EXAMPLE),
+        cmd = [sys.executable, "-m", "controller", "--network", str(self.network),
                "--ofp-port", str(ofp_port), "--rest-port", str(rest_port), *self.args]
         env = {k: v for k, v in os.environ.items() if not k.startswith("VGUARD_")}
         with open(self.log, "ab") as log:
@@ -96,20 +96,27 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
     # A controller of its own: the fuzzing leaves any policy behind.
     controller = Controller(tmp_path, "--state-file", str(tmp_path / "policy.json"),
                             env={"VGUARD_API_TOKEN": TOKEN}).start()
+    # A VM body can be schema-valid and still not fit the network (a MAC
+    # in use, a port taken): PUT /vms/{vm} runs apart, without the check
+    # that every schema-valid request is accepted.
+    vm_path = "^/api/v1/vms/"
     try:
-        run = _schemathesis(controller, tmp_path)
+        runs = [_schemathesis(controller, tmp_path, "--exclude-path-regex", vm_path),
+                _schemathesis(controller, tmp_path, "--include-path-regex", vm_path,
+                              "--exclude-checks", "positive_data_acceptance")]
     finally:
         controller.stop()
-    summary = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
-    assert run.returncode == 0 and summary, run.stdout[-4000:]
-    generated, passed = map(int, summary.groups())
-    assert generated == passed and generated > 300, run.stdout[-1000:]
+    for run, least in zip(runs, (300, 20)):
+        summary = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
+        assert run.returncode == 0 and summary, run.stdout[-4000:]
+        generated, passed = map(int, summary.groups())
+        assert generated == passed and generated > least, run.stdout[-1000:]
     assert "Traceback" not in controller.log.read_text()
 
 
-def _schemathesis(controller, cwd):
+def _schemathesis(controller, cwd, *options):
     return subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run",
+        [sys.executable, "-m", "schemathesis.cli", "run", *options,
          f"{controller.url}/api/v1/openapi.json", "--checks", "all",
          "--max-examples", "30", "--seed", "20261126", "--workers", "1",
          "--generation-database", "none", "--request-timeout", "10",
