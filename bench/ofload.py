@@ -47,7 +47,8 @@ from .common import percentile
 VERSION = 4
 HELLO, ERROR, ECHO_REQUEST, ECHO_REPLY, EXPERIMENTER = 0, 1, 2, 3, 4
 FEATURES_REQUEST, FEATURES_REPLY, GET_CONFIG_REQUEST, GET_CONFIG_REPLY = 5, 6, 7, 8
-PACKET_IN, PACKET_OUT, FLOW_MOD = 10, 13, 14
+PACKET_IN, PORT_STATUS, PACKET_OUT, FLOW_MOD = 10, 12, 13, 14
+PPR_ADD, PPR_DELETE = 0, 1
 MULTIPART_REQUEST, MULTIPART_REPLY, BARRIER_REQUEST, BARRIER_REPLY = 18, 19, 20, 21
 ROLE_REQUEST, ROLE_REPLY, GET_ASYNC_REQUEST, GET_ASYNC_REPLY = 24, 25, 26, 27
 MP_DESC, MP_AGGREGATE, MP_GROUP_FEATURES, MP_METER_FEATURES, MP_PORT_DESC = 0, 2, 8, 11, 13
@@ -172,6 +173,8 @@ class Switch:
         self.report_flows = False
         self.flow_mods = 0                           # applied, bundled or not
         self.bundled = self.commits = 0              # bundle adds accepted, commits done
+        self.last_commit_at = 0.0
+        self.names: dict[int, str] = {}              # port -> name (default p<port>)
         self.features_done = asyncio.Event()
         self.answer = asyncio.Event()
         self._n = 0
@@ -261,13 +264,27 @@ class Switch:
         elif kind == EXPERIMENTER and len(body) >= 12:
             self.experimenter(xid, body)
 
+    def _port_desc(self, p: int) -> bytes:
+        return struct.pack("!I4x6s2x16sIIIIIIII", p,
+                           bytes((2, 0, 0, self.index & 0xFF, 0, p & 0xFF)),
+                           self.names.get(p, f"p{p}").encode(), 0, 4, 0x840, 0, 0, 0,
+                           10_000_000, 10_000_000)
+
+    def port_status(self, reason: int, port: int, name: str) -> None:
+        """A port comes (PPR_ADD) or goes (PPR_DELETE), as a hypervisor's
+        bridge reports a VM's tap. Call on the event loop."""
+        if reason == PPR_ADD:
+            self.names[port] = name
+            self.ports = sorted(set(self.ports) | {port})
+        desc = self._port_desc(port)
+        if reason == PPR_DELETE:
+            self.ports = [p for p in self.ports if p != port]
+            self.names.pop(port, None)
+        self.send(PORT_STATUS, struct.pack("!B7x", reason) + desc)
+
     def multipart_body(self, mp_type: int) -> bytes:
         if mp_type == MP_PORT_DESC:
-            return b"".join(struct.pack("!I4x6s2x16sIIIIIIII", p,
-                                        bytes((2, 0, 0, self.index & 0xFF, 0, p & 0xFF)),
-                                        f"p{p}".encode(), 0, 4, 0x840, 0, 0, 0,
-                                        10_000_000, 10_000_000)
-                            for p in self.ports)
+            return b"".join(self._port_desc(p) for p in self.ports)
         if mp_type == MP_DESC:
             return struct.pack("!256s256s256s32s256s", b"bench", b"ofload", b"1",
                                b"0", b"emulated switch")
@@ -396,6 +413,7 @@ class Switch:
                 elif kind == PACKET_OUT:
                     self._answered(answered_macs(kind, inner))
             self.commits += 1
+            self.last_commit_at = time.monotonic()
         return None       # DISCARD: dropped
 
 
@@ -446,10 +464,13 @@ async def _quiet(switches, seconds: float, limit: float) -> float:
 
 async def run(host: str, port: int, dpids: list[int], ports: list[int],
               pi_ports: list[int], shapes: dict | Shape, phases: list[tuple[str, float]],
-              ready=None, connect_timeout: float = 30.0, report_flows: bool = False) -> dict:
+              ready=None, connect_timeout: float = 30.0, report_flows: bool = False,
+              names: dict | None = None) -> dict:
     """Connect the switches, wait for the controller to settle (and for
     `ready()` if given), then run the phases [(mode, seconds), ...] in turn
-    (mode latency, throughput, or hold with a function instead of seconds).
+    (mode latency, throughput, or hold with a function instead of seconds:
+    it is called with the switches and the event loop, to act on them with
+    loop.call_soon_threadsafe). names: dpid -> {port: name}.
     shapes: a Shape for all, or dpid -> Shape. report_flows: answer flow
     stats requests from the switches' tables (else: no flows)."""
     switches = [Switch(i, dpid, ports, pi_ports,
@@ -457,6 +478,7 @@ async def run(host: str, port: int, dpids: list[int], ports: list[int],
                 for i, dpid in enumerate(dpids)]
     for sw in switches:
         sw.report_flows = report_flows
+        sw.names = dict((names or {}).get(sw.dpid, {}))
     t0 = time.monotonic()
     for sw in switches:
         await sw.connect(host, port)
@@ -478,7 +500,7 @@ async def run(host: str, port: int, dpids: list[int], ports: list[int],
                 # Switches stay connected and answering while `seconds`, a
                 # function, runs in a thread (e.g. REST calls to the controller).
                 before = [(s.flow_mods, s.bundled, s.commits) for s in switches]
-                result = await asyncio.to_thread(seconds)
+                result = await asyncio.to_thread(seconds, switches, asyncio.get_running_loop())
                 out["phases"].append({
                     "mode": mode, "result": result,
                     **{k: sum(getattr(s, k) - b[i] for s, b in zip(switches, before))

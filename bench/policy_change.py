@@ -96,7 +96,7 @@ def emulated(hypervisors: int, per_hv: int, reps: int, token: str) -> dict:
     port = free_port()
     base = f"http://127.0.0.1:{peer.rest_port}"
 
-    def hold():
+    def hold(_switches, _loop):
         return {"changes": switches(base, token, reps), "health": peer.health()}
 
     peer.start(port)
