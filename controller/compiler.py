@@ -4,11 +4,18 @@ Pure: no Ryu, no I/O. See README "Table map" for the job of each table. The
 number of entries per hypervisor is linear in VMs and segments: every VM
 costs two entries on every hypervisor (destination + forward) and four
 more on its own (port security); every segment costs a handful.
+
+The entries are compiled in slices, by what they depend on: a host (a VM
+where it runs, or a learned MAC), a segment's floods on a hypervisor, a
+learning port, and the rest. Compiled keeps them indexed so an event that
+moves, adds or removes hosts recomputes only their slices and the floods
+of their segments (Compiled.update); compile_network is the full compile,
+and a property test checks the two agree.
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .model import Hypervisor, Network
 from .pipeline import (CLASS_MASK, CONTROLLER_METER, DESTINATION, DST_SEGMENT_MASK,
@@ -58,74 +65,176 @@ def compile_network(net: Network, learned: frozenset[LearnedHost] = frozenset(),
     they run (Network.placed). firewalls_down: hypervisors whose firewall
     does not return steered traffic (steering.fail then decides).
     candidates: (vm, hypervisor, ofport) bound to a VM that runs elsewhere."""
-    all_hosts = hosts(net, learned)
-    learned_per_port = defaultdict(int)
-    for lh in learned:
-        learned_per_port[(lh.hypervisor, lh.port)] += 1
-    destination = _destination(net, all_hosts)       # the same on every hypervisor
-    to_uplink = {}                                   # shared remote-host entries
-    out = {}
-    for hv in net.hypervisors:
-        flows = (_ingress(net, hv, all_hosts, learned_per_port)
-                 + _activation(net, hv, candidates)
-                 + destination
-                 + _policy(net, hv, all_hosts, hv.name in firewalls_down)
-                 + _forward(net, hv, all_hosts, to_uplink))
-        _check_unique(hv.name, flows)
-        out[hv.name] = flows
-    return out
+    compiled = Compiled(net, learned, firewalls_down, candidates)
+    return {hv: list(flows.values()) for hv, flows in compiled.desired.items()}
 
 
-def _check_unique(hv_name: str, flows: list[Flow]) -> None:
-    seen = {}
-    for f in flows:
-        if f.key() in seen and seen[f.key()] != f:
-            raise AssertionError(f"{hv_name}: two entries share {f.key()}")
-        seen[f.key()] = f
+class Compiled:
+    """Every hypervisor's entries, kept by slice. desired[hv] is cookie ->
+    Flow; an entry two slices both want (two mirrored VMs of one segment ask
+    for the same flood copy) is counted, and goes when the last one drops it."""
+
+    def __init__(self, net: Network, learned: frozenset[LearnedHost] = frozenset(),
+                 firewalls_down: frozenset[str] = frozenset(),
+                 candidates: frozenset[tuple[str, str, int]] = frozenset()):
+        self.net, self.firewalls_down = net, firewalls_down
+        self.desired: dict[str, dict[int, Flow]] = {hv.name: {} for hv in net.hypervisors}
+        self._count: dict[str, dict[int, int]] = {hv.name: {} for hv in net.hypervisors}
+        self._keys: dict[str, dict[tuple, int]] = {hv.name: {} for hv in net.hypervisors}
+        self._slices: dict[str, dict[tuple, tuple[Flow, ...]]] = \
+            {hv.name: {} for hv in net.hypervisors}
+        self._to_uplink: dict = {}          # (host, uplink port) -> shared entry
+        self._allowed = list(_allowed(net))
+        self._treat = {hv.name: _Treatment(net, hv, hv.name in firewalls_down)
+                       for hv in net.hypervisors}
+        self.hosts: dict[str, Host] = {}
+        self.learned: frozenset[LearnedHost] = frozenset()
+        self.candidates: frozenset = frozenset()
+        for hv in net.hypervisors:
+            self._set(hv.name, ("base",), _base(net, hv, self._treat[hv.name]))
+        self._apply(net, learned, candidates, everything=True)
+
+    def same_base(self, net: Network, firewalls_down: frozenset[str]) -> bool:
+        """Can `net` be reached from here by update()? Only if nothing but
+        its VMs differ (where they run, which there are)."""
+        return firewalls_down == self.firewalls_down and \
+            replace(net, vms=(), source="") == replace(self.net, vms=(), source="")
+
+    def update(self, net: Network, learned: frozenset[LearnedHost] = frozenset(),
+               candidates: frozenset[tuple[str, str, int]] = frozenset()) -> None:
+        """Move to `net` (same_base must hold): recompute the slices of the
+        hosts that changed and the floods of their segments."""
+        self.net = net
+        self._apply(net, learned, candidates, everything=False)
+
+    # -- internals
+    def _apply(self, net: Network, learned, candidates, everything: bool) -> None:
+        new_hosts = {h.mac: h for h in hosts(net, learned)}
+        cand = defaultdict(list)
+        for vm, hv, port in candidates:
+            cand[vm].append((hv, port))
+        old_cand = defaultdict(list)
+        for vm, hv, port in self.candidates:
+            old_cand[vm].append((hv, port))
+        changed = {mac for mac in new_hosts.keys() | self.hosts.keys()
+                   if everything or new_hosts.get(mac) != self.hosts.get(mac)
+                   or (new_hosts.get(mac) and new_hosts[mac].vm and
+                       sorted(cand[new_hosts[mac].vm]) != sorted(old_cand[new_hosts[mac].vm]))}
+        vlans = {h.vlan for mac in changed for h in (new_hosts.get(mac), self.hosts.get(mac))
+                 if h is not None}
+        ports = {(lh.hypervisor, lh.port) for lh in learned ^ self.learned}
+        self.hosts, self.learned, self.candidates = new_hosts, learned, candidates
+        per_port = defaultdict(int)
+        for lh in learned:
+            per_port[(lh.hypervisor, lh.port)] += 1
+        local = defaultdict(list)       # (hypervisor, vlan) -> host ports
+        remote = defaultdict(set)       # vlan -> hypervisors with hosts of it
+        for h in new_hosts.values():
+            local[(h.hypervisor, h.vlan)].append(h.port)
+            remote[h.vlan].add(h.hypervisor)
+        for hv in net.hypervisors:
+            for lp in hv.learning_ports:
+                vlan = net.segment(lp.segment).vlan
+                local[(hv.name, vlan)].append(lp.port)
+                remote[vlan].add(hv.name)
+        for hv in net.hypervisors:
+            # Every old slice out before any new one in: a host may take the
+            # port another one just left.
+            for mac in changed:
+                self._set(hv.name, ("host", mac), ())
+            for mac in changed:
+                h = new_hosts.get(mac)
+                if h is not None:
+                    self._set(hv.name, ("host", mac), _host(
+                        net, hv, h, self._treat[hv.name], self._allowed,
+                        cand[h.vm] if h.vm else (), self._to_uplink))
+            for lp in hv.learning_ports:
+                if everything or (hv.name, lp.port) in ports:
+                    self._set(hv.name, ("learning", lp.port),
+                              _learning_port(hv, lp, per_port[(hv.name, lp.port)]))
+            for seg in net.segments:
+                if everything or seg.vlan in vlans:
+                    self._set(hv.name, ("floods", seg.vlan), _floods(
+                        net, hv, seg, sorted(set(local[(hv.name, seg.vlan)])),
+                        bool(remote[seg.vlan] - {hv.name})))
+
+    def _set(self, hv: str, key: tuple, flows) -> None:
+        old = self._slices[hv].pop(key, ())
+        flows = tuple(flows)
+        if flows:
+            self._slices[hv][key] = flows
+        desired, count, keys = self.desired[hv], self._count[hv], self._keys[hv]
+        for f in old:
+            count[f.cookie] -= 1
+            if not count[f.cookie]:
+                del count[f.cookie], desired[f.cookie], keys[f.key()]
+        for f in flows:
+            if f.cookie in count:
+                count[f.cookie] += 1
+                continue
+            other = keys.get(f.key())
+            if other is not None:
+                raise AssertionError(f"{hv}: two entries share {f.key()}: "
+                                     f"{desired[other]} and {f}")
+            count[f.cookie], desired[f.cookie], keys[f.key()] = 1, f, f.cookie
+
+
+def _base(net: Network, hv: Hypervisor, treat: "_Treatment") -> list[Flow]:
+    """What depends on no host: the fixed entries of every table, the
+    uplink and firewall ports, the segment pairs the policy allows."""
+    return (_ingress_base(net, hv) + _destination_base()
+            + _policy_base(net, treat) + [flow(FORWARD, 0, "no-route")])
+
+
+def _host(net: Network, hv: Hypervisor, h: Host, treat: "_Treatment", allowed: list,
+          candidates, to_uplink: dict) -> list[Flow]:
+    """Every entry one host costs on one hypervisor."""
+    flows = _ingress_host(net, hv, h) if h.hypervisor == hv.name else []
+    if h.vm is not None:
+        flows += _activation(net, hv, h, candidates)
+    flows += _destination_host(net, h)
+    flows += _vm_rules(net, hv, h, treat, allowed)
+    flows += _forward_host(hv, h, to_uplink)
+    return flows
 
 
 # -- table 0: which segment a frame belongs to, and may its port send it
 
-def _ingress(net: Network, hv: Hypervisor, all_hosts: list[Host],
-             learned_per_port: dict) -> list[Flow]:
+def _ingress_host(net: Network, hv: Hypervisor, h: Host) -> list[Flow]:
+    classify = dict(write_metadata=(metadata(h.vlan), CLASS_MASK), goto=DESTINATION)
+    if h.ip is None:
+        # Learned host: its MAC is pinned to its port; its IP is not known.
+        return [flow(INGRESS, 200, "learned-host", in_port=h.port, vlan_vid=OFPVID_NONE,
+                     eth_src=h.mac, kind=KIND_LEARNED,
+                     idle_timeout=net.options.learned_idle_timeout, **classify)]
+    if _quarantined(net, h):
+        # Nothing it sends is delivered; the IDS, if reachable, sees it all.
+        return [flow(INGRESS, 100, "quarantine", in_port=h.port,
+                     actions=mirror_actions(net, hv) or ())]
+    return [flow(INGRESS, 200, "vm-ipv4", in_port=h.port, vlan_vid=OFPVID_NONE,
+                 eth_src=h.mac, eth_type=ETH_TYPE_IP, ipv4_src=h.ip, **classify),
+            flow(INGRESS, 200, "vm-arp", in_port=h.port, vlan_vid=OFPVID_NONE,
+                 eth_src=h.mac, eth_type=ETH_TYPE_ARP, arp_sha=h.mac, arp_spa=h.ip,
+                 **classify),
+            # The RARP a resumed guest sends from its own MAC (QEMU, after a
+            # migration): it floods in the segment and teaches the physical
+            # network where the VM is now.
+            flow(INGRESS, 200, "vm-rarp", in_port=h.port, vlan_vid=OFPVID_NONE,
+                 eth_src=h.mac, eth_type=ETH_TYPE_RARP, **classify),
+            flow(INGRESS, 100, "port-security", in_port=h.port)]
+
+
+def _learning_port(hv: Hypervisor, lp, learned_here: int) -> list[Flow]:
+    if learned_here >= lp.max_hosts:
+        return [flow(INGRESS, 100, "learn-limit", in_port=lp.port)]
+    # A new source MAC: tell the controller (rate-limited), drop the frame.
+    return [flow(INGRESS, 100, "learn", in_port=lp.port, vlan_vid=OFPVID_NONE,
+                 meter=CONTROLLER_METER, actions=[("controller", PACKET_IN_BYTES)]),
+            flow(INGRESS, 90, "port-security", in_port=lp.port)]
+
+
+def _ingress_base(net: Network, hv: Hypervisor) -> list[Flow]:
     flows = [flow(INGRESS, 0, "unknown-port")]
-    for h in all_hosts:
-        if h.hypervisor != hv.name:
-            continue
-        classify = dict(write_metadata=(metadata(h.vlan), CLASS_MASK),
-                        goto=DESTINATION)
-        if h.ip is None:
-            # Learned host: its MAC is pinned to its port; its IP is not known.
-            flows.append(flow(INGRESS, 200, "learned-host", in_port=h.port,
-                              vlan_vid=OFPVID_NONE, eth_src=h.mac, kind=KIND_LEARNED,
-                              idle_timeout=net.options.learned_idle_timeout,
-                              **classify))
-            continue
-        if _quarantined(net, h):
-            # Nothing it sends is delivered; the IDS, if reachable, sees it all.
-            flows.append(flow(INGRESS, 100, "quarantine", in_port=h.port,
-                              actions=mirror_actions(net, hv) or ()))
-            continue
-        flows.append(flow(INGRESS, 200, "vm-ipv4", in_port=h.port, vlan_vid=OFPVID_NONE,
-                          eth_src=h.mac, eth_type=ETH_TYPE_IP, ipv4_src=h.ip, **classify))
-        flows.append(flow(INGRESS, 200, "vm-arp", in_port=h.port, vlan_vid=OFPVID_NONE,
-                          eth_src=h.mac, eth_type=ETH_TYPE_ARP, arp_sha=h.mac,
-                          arp_spa=h.ip, **classify))
-        # The RARP a resumed guest sends from its own MAC (QEMU, after a
-        # migration): it floods in the segment and teaches the physical
-        # network where the VM is now.
-        flows.append(flow(INGRESS, 200, "vm-rarp", in_port=h.port, vlan_vid=OFPVID_NONE,
-                          eth_src=h.mac, eth_type=ETH_TYPE_RARP, **classify))
-        flows.append(flow(INGRESS, 100, "port-security", in_port=h.port))
-    for lp in hv.learning_ports:
-        if learned_per_port[(hv.name, lp.port)] >= lp.max_hosts:
-            flows.append(flow(INGRESS, 100, "learn-limit", in_port=lp.port))
-        else:
-            # A new source MAC: tell the controller (rate-limited), drop the frame.
-            flows.append(flow(INGRESS, 100, "learn", in_port=lp.port,
-                              vlan_vid=OFPVID_NONE, meter=CONTROLLER_METER,
-                              actions=[("controller", PACKET_IN_BYTES)]))
-            flows.append(flow(INGRESS, 90, "port-security", in_port=lp.port))
     if hv.uplink_port is not None:
         for seg in net.segments:
             flows.append(flow(INGRESS, 200, "uplink", in_port=hv.uplink_port,
@@ -144,17 +253,16 @@ def _ingress(net: Network, hv: Hypervisor, all_hosts: list[Host],
     return flows
 
 
-def _activation(net: Network, hv: Hypervisor,
-                candidates: frozenset[tuple[str, str, int]]) -> list[Flow]:
+def _activation(net: Network, hv: Hypervisor, h: Host, candidates) -> list[Flow]:
     """A port the management plane bound to a VM that still runs elsewhere
     (a live migration under way): nothing it sends is forwarded, but a frame
-    from the VM's own MAC tells the controller the VM runs here now."""
+    from the VM's own MAC tells the controller the VM runs here now.
+    candidates: (hypervisor, ofport) of such ports for this host's VM."""
     flows = []
-    for vm, hypervisor, port in sorted(candidates):
+    for hypervisor, port in sorted(candidates):
         if hypervisor == hv.name:
             flows.append(flow(INGRESS, 200, "activation", in_port=port,
-                              vlan_vid=OFPVID_NONE, eth_src=net.vm(vm).mac,
-                              meter=CONTROLLER_METER,
+                              vlan_vid=OFPVID_NONE, eth_src=h.mac, meter=CONTROLLER_METER,
                               actions=[("controller", PACKET_IN_BYTES)]))
             flows.append(flow(INGRESS, 100, "port-security", in_port=port))
     return flows
@@ -180,7 +288,7 @@ def _firewall_returns(net: Network, hv: Hypervisor) -> list[Flow]:
 
 # -- table 1: which segment the destination is in (0 = flood in own segment)
 
-def _destination(net: Network, all_hosts: list[Host]) -> list[Flow]:
+def _destination_base() -> list[Flow]:
     flows = [flow(DESTINATION, 0, "unknown-destination"),
              # A tag still present here is the inner tag of a double-tagged
              # frame whose outer tag the uplink popped. OVS parses one tag
@@ -189,15 +297,15 @@ def _destination(net: Network, all_hosts: list[Host]) -> list[Flow]:
              flow(DESTINATION, 500, "double-tagged",
                   vlan_vid=(OFPVID_PRESENT, OFPVID_PRESENT)),
              flow(DESTINATION, 100, "flood", eth_dst=MULTICAST, goto=POLICY)]
-    flows += [flow(DESTINATION, 500, "double-tagged", eth_type=tpid) for tpid in VLAN_TPIDS]
-    for h in all_hosts:
-        if _quarantined(net, h):
-            flows.append(flow(DESTINATION, 200, "quarantine", eth_dst=h.mac))
-            continue
-        flows.append(flow(DESTINATION, 200, "host", eth_dst=h.mac,
-                          write_metadata=(metadata(dst_vlan=h.vlan), DST_SEGMENT_MASK),
-                          goto=POLICY))
-    return flows
+    return flows + [flow(DESTINATION, 500, "double-tagged", eth_type=tpid)
+                    for tpid in VLAN_TPIDS]
+
+
+def _destination_host(net: Network, h: Host) -> list[Flow]:
+    if _quarantined(net, h):
+        return [flow(DESTINATION, 200, "quarantine", eth_dst=h.mac)]
+    return [flow(DESTINATION, 200, "host", eth_dst=h.mac,
+                 write_metadata=(metadata(dst_vlan=h.vlan), DST_SEGMENT_MASK), goto=POLICY)]
 
 
 def _quarantined(net: Network, h: Host) -> bool:
@@ -218,9 +326,7 @@ def mirror_actions(net: Network, hv: Hypervisor) -> list[tuple] | None:
 # -- table 2: may this source segment reach that destination segment, and
 #    is the frame copied to the IDS. Applied once, at the ingress hypervisor.
 
-def _policy(net: Network, hv: Hypervisor, all_hosts: list[Host],
-            firewall_down: bool) -> list[Flow]:
-    treat = _Treatment(net, hv, firewall_down)
+def _policy_base(net: Network, treat: "_Treatment") -> list[Flow]:
     flows = [flow(POLICY, 0, "policy-deny",
                   actions=treat.mirror if net.policy.mirror_denied else ()),
              # Frames from the uplink were judged by the sender's hypervisor;
@@ -254,7 +360,6 @@ def _policy(net: Network, hv: Hypervisor, all_hosts: list[Host],
             # hairpin the sender's own port could not be left out.
             flows.append(treat.entry(200, mode, src.vlan, mirror, False,
                                      metadata=(metadata(src.vlan, 0), CLASS_MASK)))
-    flows += _vm_rules(net, hv, all_hosts, treat)
     return flows
 
 
@@ -283,51 +388,37 @@ class _Treatment:
                     **match)
 
 
-def _vm_rules(net: Network, hv: Hypervisor, all_hosts: list[Host],
-              treat: _Treatment) -> list[Flow]:
-    """Per-VM rules: copy (mirror) or steer what the VM sends (checked where
+def _vm_rules(net: Network, hv: Hypervisor, h: Host, treat: _Treatment,
+              allowed: list) -> list[Flow]:
+    """A VM's own rule: copy (mirror) or steer what it sends (checked where
     it sits) and what it receives (checked wherever the sender sits), among
     what the segment policy allows. One entry matches a frame, so it is
-    treated once; a VM rule adds to the segment's treatment."""
+    treated once; a VM rule adds to the segment's treatment. Two mirrored
+    VMs of one segment ask for the same flood entry: Compiled counts it."""
+    rule = net.policy.vm_rule(h.vm) if h.vm else None
+    if rule is None or rule.mode not in ("mirror", "steer"):
+        return []
     flows = []
-    allowed = list(_allowed(net))
-    for h in all_hosts:
-        rule = net.policy.vm_rule(h.vm) if h.vm else None
-        if rule is None or rule.mode not in ("mirror", "steer"):
-            continue
-        sent = rule.mirrors_sent or rule.mode == "steer"
-        received = rule.mirrors_received or rule.mode == "steer"
-        for src, dst, mode in allowed:
-            mirror = rule.mode == "mirror" or mode in ("mirror", "steer-mirror")
-            steer = rule.mode == "steer" or mode in ("steer", "steer-mirror")
-            reason = f"vm-{rule.mode}:{h.vm}"
-            if sent and src.vlan == h.vlan and h.hypervisor == hv.name:
-                flows.append(treat.entry(220, reason, src.vlan, mirror, steer,
-                                         eth_src=h.mac, metadata=(metadata(src.vlan, dst.vlan),
-                                                                  CLASS_MASK)))
-                if src is dst and rule.mode == "mirror":
-                    flows.append(treat.entry(220, reason, src.vlan, True, False,
-                                             eth_src=h.mac,
-                                             metadata=(metadata(src.vlan, 0), CLASS_MASK)))
-            if received and dst.vlan == h.vlan:
-                flows.append(treat.entry(210, reason, src.vlan, mirror, steer,
-                                         eth_dst=h.mac, metadata=(metadata(src.vlan, dst.vlan),
-                                                                  CLASS_MASK)))
-                if src is dst and rule.mode == "mirror":
-                    # A flood inside its segment reaches it too.
-                    flows.append(treat.entry(210, reason, src.vlan, True, False,
-                                             metadata=(metadata(src.vlan, 0), CLASS_MASK)))
-    return _dedupe(flows)
-
-
-def _dedupe(flows: list[Flow]) -> list[Flow]:
-    """Two mirrored VMs of one segment ask for the same flood entry."""
-    seen, out = set(), []
-    for f in flows:
-        if f.key() not in seen:
-            seen.add(f.key())
-            out.append(f)
-    return out
+    sent = rule.mirrors_sent or rule.mode == "steer"
+    received = rule.mirrors_received or rule.mode == "steer"
+    reason = f"vm-{rule.mode}:{h.vm}"
+    for src, dst, mode in allowed:
+        mirror = rule.mode == "mirror" or mode in ("mirror", "steer-mirror")
+        steer = rule.mode == "steer" or mode in ("steer", "steer-mirror")
+        if sent and src.vlan == h.vlan and h.hypervisor == hv.name:
+            flows.append(treat.entry(220, reason, src.vlan, mirror, steer, eth_src=h.mac,
+                                     metadata=(metadata(src.vlan, dst.vlan), CLASS_MASK)))
+            if src is dst and rule.mode == "mirror":
+                flows.append(treat.entry(220, reason, src.vlan, True, False, eth_src=h.mac,
+                                         metadata=(metadata(src.vlan, 0), CLASS_MASK)))
+        if received and dst.vlan == h.vlan:
+            flows.append(treat.entry(210, reason, src.vlan, mirror, steer, eth_dst=h.mac,
+                                     metadata=(metadata(src.vlan, dst.vlan), CLASS_MASK)))
+            if src is dst and rule.mode == "mirror":
+                # A flood inside its segment reaches it too.
+                flows.append(treat.entry(210, reason, src.vlan, True, False,
+                                         metadata=(metadata(src.vlan, 0), CLASS_MASK)))
+    return flows
 
 
 def _allowed(net: Network):
@@ -346,47 +437,32 @@ def _allowed(net: Network):
 
 # -- table 3: where the frame leaves
 
-def _forward(net: Network, hv: Hypervisor, all_hosts: list[Host],
-             to_uplink: dict) -> list[Flow]:
-    """to_uplink: (host, uplink port) -> entry, shared by the hypervisors of
-    one compile (they usually use the same uplink port number)."""
-    flows = [flow(FORWARD, 0, "no-route")]
-    for h in all_hosts:
-        if h.hypervisor == hv.name:
-            flows.append(flow(FORWARD, 200, "deliver", eth_dst=h.mac,
-                              actions=[("output", h.port)]))
-        elif hv.uplink_port is not None:
-            key = (h, hv.uplink_port)
-            if key not in to_uplink:
-                to_uplink[key] = flow(FORWARD, 200, "to-uplink", eth_dst=h.mac,
-                                      actions=_tagged_uplink(h.vlan, hv.uplink_port))
-            flows.append(to_uplink[key])
-    local_ports = defaultdict(list)
-    remote_segments = set()
-    for h in all_hosts:
-        if h.hypervisor == hv.name:
-            local_ports[h.vlan].append(h.port)
-        else:
-            remote_segments.add(h.vlan)
-    for lp in hv.learning_ports:
-        local_ports[net.segment(lp.segment).vlan].append(lp.port)
-    for other in net.hypervisors:
-        if other is not hv:
-            remote_segments.update(net.segment(lp.segment).vlan for lp in other.learning_ports)
-    for seg in net.segments:
-        ports = sorted(set(local_ports[seg.vlan]))
-        local = [("output", p) for p in ports]
-        flows.append(flow(FORWARD, 150, "flood-from-uplink",
-                          metadata=(metadata(seg.vlan, 0, uplink=True),
-                                    CLASS_MASK),
-                          actions=local))
-        out = list(local)
-        if hv.uplink_port is not None and seg.vlan in remote_segments:
-            out += _tagged_uplink(seg.vlan, hv.uplink_port)
-        flows.append(flow(FORWARD, 100, "flood", metadata=(metadata(seg.vlan, 0),
-                                                           CLASS_MASK),
-                          actions=out))
-    return flows
+def _forward_host(hv: Hypervisor, h: Host, to_uplink: dict) -> list[Flow]:
+    """to_uplink: (host, uplink port) -> entry, shared by the hypervisors
+    (they usually use the same uplink port number)."""
+    if h.hypervisor == hv.name:
+        return [flow(FORWARD, 200, "deliver", eth_dst=h.mac, actions=[("output", h.port)])]
+    if hv.uplink_port is None:
+        return []
+    key = (h, hv.uplink_port)
+    if key not in to_uplink:
+        to_uplink[key] = flow(FORWARD, 200, "to-uplink", eth_dst=h.mac,
+                              actions=_tagged_uplink(h.vlan, hv.uplink_port))
+    return [to_uplink[key]]
+
+
+def _floods(net: Network, hv: Hypervisor, seg, ports: list[int], elsewhere: bool
+            ) -> list[Flow]:
+    """A segment's floods on one hypervisor: to its local host ports
+    (`ports`) and, tagged, to the uplink if another hypervisor has it."""
+    local = [("output", p) for p in ports]
+    out = list(local)
+    if hv.uplink_port is not None and elsewhere:
+        out += _tagged_uplink(seg.vlan, hv.uplink_port)
+    return [flow(FORWARD, 150, "flood-from-uplink",
+                 metadata=(metadata(seg.vlan, 0, uplink=True), CLASS_MASK), actions=local),
+            flow(FORWARD, 100, "flood", metadata=(metadata(seg.vlan, 0), CLASS_MASK),
+                 actions=out)]
 
 
 def _tagged_uplink(vlan: int, uplink: int) -> list[tuple]:
