@@ -12,6 +12,8 @@ every connected hypervisor (all or nothing) and save it to the state file.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 import re
@@ -80,11 +82,16 @@ def _pattern(path: str) -> re.Pattern:
     return re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)))
 
 
+@functools.lru_cache(maxsize=1)
+def _openapi_file() -> dict:
+    with open(OPENAPI_FILE, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
 def openapi_document(network) -> dict:
     """apps/openapi.yaml with the modes of controller/policy.py and the
     names of this network filled in."""
-    with open(OPENAPI_FILE, encoding="utf-8") as f:
-        doc = yaml.safe_load(f)
+    doc = copy.deepcopy(_openapi_file())
     doc.pop("x-write-responses", None)      # a YAML anchor's home, used in place
     schemas = doc["components"]["schemas"]
     schemas["ScopeMode"]["enum"] = list(SCOPE_MODES)

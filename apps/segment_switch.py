@@ -32,7 +32,7 @@ from ryu.ofproto import ofproto_v1_3  # noqa: E402
 
 from controller import learning, model, openflow, store, views  # noqa: E402
 from controller.binding import Bindings, Port  # noqa: E402
-from controller.compiler import LearnedHost, compile_network  # noqa: E402
+from controller.compiler import Compiled, LearnedHost  # noqa: E402
 from controller.health import FirewallHealth  # noqa: E402
 from controller.model import Hypervisor  # noqa: E402
 from controller.policy import PolicyError  # noqa: E402
@@ -109,6 +109,7 @@ class SegmentSwitch(app_manager.RyuApp):
         self.packet_ins = 0
         self.bindings = Bindings(self.network)
         self.lifecycle_events = deque(maxlen=EVENTS_KEPT)   # not .events: RyuApp has one
+        self.compiled: Compiled | None = None    # the intent last compiled
         self.committer = Committer(self.logger)
         self._lock = hub.Semaphore(1)       # one commit at a time
         self._sync_scheduled = False
@@ -381,8 +382,15 @@ class SegmentSwitch(app_manager.RyuApp):
         switches and commit the differences."""
         bindings = bindings or self.bindings
         firewalls_down = frozenset(self.firewalls.down)
-        desired = compile_network(network.placed(bindings.locations()), self.learned,
-                                  firewalls_down, bindings.candidates())
+        placed = network.placed(bindings.locations())
+        # Only the slices of hosts that came, went or moved, when nothing else
+        # changed; a full compile otherwise (and after a refused change).
+        if self.compiled is not None and self.compiled.same_base(placed, firewalls_down):
+            self.compiled.update(placed, self.learned, bindings.candidates())
+        else:
+            self.compiled = Compiled(placed, self.learned, firewalls_down,
+                                     bindings.candidates())
+        desired = self.compiled.desired
         changes = []
         for state in states:
             change = plan(desired[state.hv.name], state.installed)
@@ -395,8 +403,8 @@ class SegmentSwitch(app_manager.RyuApp):
                                   + [openflow.flow_add(dp, f) for f in change.add]))
         return self.committer.commit(changes), desired, firewalls_down
 
-    def _now_in_sync(self, state: SwitchState, desired: list, firewalls_down) -> None:
-        state.desired = {f.cookie: f for f in desired}
+    def _now_in_sync(self, state: SwitchState, desired: dict, firewalls_down) -> None:
+        state.desired = dict(desired)         # a copy: the compiled state moves on
         state.firewall_down = state.hv.name in firewalls_down
         state.installed = set(state.desired)
         state.flow_count = len(desired)
@@ -467,7 +475,7 @@ class SegmentSwitch(app_manager.RyuApp):
                                   sorted(outcome.failed), outcome.committed)
                 for state in states:
                     if state.hv.name in outcome.committed:
-                        state.installed = {f.cookie for f in desired[state.hv.name]}
+                        state.installed = set(desired[state.hv.name])
                     elif state.hv.name in outcome.failed:
                         self._reconcile_from_switch(state)    # unsure what it holds
                 self._sync_all()

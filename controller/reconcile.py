@@ -9,7 +9,7 @@ flushed and a reconnect with unchanged intent changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from .pipeline import Flow
 
@@ -24,8 +24,10 @@ class Plan:
         return not self.delete and not self.add
 
 
-def plan(desired: Iterable[Flow], installed: Iterable[int]) -> Plan:
-    wanted = {f.cookie: f for f in desired}
-    installed = set(installed)
+def plan(desired: Iterable[Flow] | Mapping[int, Flow], installed: Iterable[int]) -> Plan:
+    """desired: the flows, or cookie -> flow (then nothing is rebuilt: the
+    differences are set operations, cheap on tables of thousands)."""
+    wanted = desired if isinstance(desired, Mapping) else {f.cookie: f for f in desired}
+    installed = installed if isinstance(installed, (set, frozenset)) else set(installed)
     return Plan(delete=tuple(sorted(installed - wanted.keys())),
-                add=tuple(f for c, f in sorted(wanted.items()) if c not in installed))
+                add=tuple(wanted[c] for c in sorted(wanted.keys() - installed)))
