@@ -299,6 +299,8 @@ class SegmentSwitch(app_manager.RyuApp):
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def flows_read(self, ev):
+        """The one reader of flow stats: a reconciliation read, an audit
+        read, or the counter poll; every complete reply refreshes the counters."""
         state = self.switches.get(ev.msg.datapath.id)
         if state is None:
             return
@@ -308,8 +310,12 @@ class SegmentSwitch(app_manager.RyuApp):
             return
         entries = state.parts.pop(xid)
         state.counters = {e.cookie: (e.packet_count, e.byte_count) for e in entries}
+        audit = self._audit_reads.get((ev.msg.datapath.id, xid))
+        if audit is not None:
+            audit[1].extend(entries)
+            audit[0].set()
         if xid != state.read_xid:
-            return          # a counter poll, not a reconciliation
+            return          # a counter poll or an audit, not a reconciliation
         state.read_xid = None
         state.installed = {e.cookie for e in entries}
         state.read_once = True
@@ -738,14 +744,3 @@ class SegmentSwitch(app_manager.RyuApp):
                 committed = list(state.desired.values()) if state.last_sync else None
                 out[state.hv.name] = (committed, installed if answered else None)
             return out
-
-    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
-    def audit_read_reply(self, ev):
-        """The replies to read_installed_flows (flows_read sees them too, as
-        a counter poll)."""
-        read = self._audit_reads.get((ev.msg.datapath.id, ev.msg.xid))
-        if read is None:
-            return
-        read[1].extend(ev.msg.body)
-        if not ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
-            read[0].set()

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from itertools import permutations
 
+import yaml
 from mininet.log import setLogLevel
 
 from controller import model
@@ -132,7 +136,9 @@ class Api:
                      "Content-Type": "application/json"})
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(request, timeout=30) as response:
-            return json.load(response)
+            answer = json.load(response)
+        self.lab.wait_datapath()     # what the probes then see is the new mode
+        return answer
 
 
 def ids_sensors(lab: Lab) -> list[str]:
@@ -206,6 +212,7 @@ def steering(lab: Lab, api: Api, report: Report, attacker, a, b) -> None:
     hv = attacker.hypervisor
     fw.cmd(f"ip link set {firewall.bridge_of(lab.network, hv)} down")
     down = probes.wait_for(lambda: lab.status()["datapaths"][hv]["firewall"] == "down")
+    lab.wait_datapath()
     fail = lab.network.steering.fail
     got = probes.ping(lab.host(attacker.name), str(a.ip), count=3)[1]
     want = 0 if fail == "closed" else 3
@@ -213,10 +220,77 @@ def steering(lab: Lab, api: Api, report: Report, attacker, a, b) -> None:
                                        f"traffic fails {fail} ({got}/3 delivered)")
     fw.cmd(f"ip link set {firewall.bridge_of(lab.network, hv)} up")
     up = probes.wait_for(lambda: lab.status()["datapaths"][hv]["firewall"] == "up")
-    back = probes.wait_for(
-        lambda: probes.ping(lab.host(attacker.name), str(a.ip), count=1)[1] == 1)
+    lab.wait_datapath()
+    back = probes.ping(lab.host(attacker.name), str(a.ip), count=1)[1] == 1
     report.check(up and back, "firewall back: steering resumes by itself")
     api.set_default("allow")
+
+
+def bound_variant(path: str, vm: model.VM) -> str:
+    """The same network file with `vm` bound by interface name instead of
+    its hypervisor and port (a temporary copy)."""
+    doc = model.read_document(path)
+    body = dict(doc["vms"][vm.name])
+    body.pop("hypervisor")
+    body.pop("port")
+    doc["vms"][vm.name] = {"interface": f"{vm.name}-tap"[:15], **body}
+    out = os.path.join(tempfile.mkdtemp(prefix="demo-bound-"), os.path.basename(path))
+    with open(out, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    return out
+
+
+def migration(path: str, report: Report, token_file: str, token: str, mover, peer,
+              outsider) -> None:
+    """`mover`, bound by interface, migrates to another hypervisor under a
+    10 ms ping from `peer`; isolation and mirroring hold at the destination."""
+    net = model.load(path)
+    target = next(hv for hv in net.hypervisors
+                  if hv.name != mover.hypervisor and hv.uplink_port is not None)
+    with Lab(bound_variant(path, mover), placement={mover.name: mover.hypervisor},
+             controller_args=["--token-file", token_file]) as lab:
+        for vm in lab.network.vms:       # static neighbours, as for the other checks
+            host = lab.host(vm.name)
+            for other in (mover, peer, outsider):
+                if other.name != vm.name:
+                    host.cmd(f"ip neigh replace {other.ip} lladdr {other.mac} "
+                             f"dev {probes.intf(host)} nud permanent")
+        pinger = lab.host(peer.name).popen(
+            ["ping", "-D", "-n", "-i", "0.01", "-W", "1", str(mover.ip)],
+            stdout=subprocess.PIPE, text=True)
+        time.sleep(1)
+        started = time.time()
+        lab.migrate(mover.name, target.name)
+        time.sleep(1.5)
+        pinger.send_signal(signal.SIGINT)
+        out = pinger.communicate(timeout=10)[0]
+        replies = [(float(t), int(n)) for t, n in
+                   re.findall(r"^\[([\d.]+)\].*icmp_seq=(\d+)", out, re.M)]
+        before = [r for r in replies if r[0] < started]
+        after = [r for r in replies if r[0] >= started]
+        lost = after[0][1] - before[-1][1] - 1 if before and after else None
+        where = next(v for v in lab.api("/api/v1/vms") if v["name"] == mover.name)
+        report.check(bool(after) and where["hypervisor"] == target.name,
+                     f"{mover.name} migrated {mover.hypervisor} -> {target.name} (ofport "
+                     f"{where['port']}) under a 10 ms ping from {peer.name}: first reply "
+                     f"{(after[0][0] - started) * 1000 if after else -1:.0f} ms after the "
+                     f"move began, {lost} pings lost")
+        isolated = not probes.reaches(lab.host(mover.name), str(outsider.ip))
+        report.check(isolated, f"at {target.name} it still cannot reach {outsider.name} "
+                               f"(segment {outsider.segment})")
+        Api(lab, token).set_default("mirror")
+        sensors = ids_sensors(lab)
+        bpf = f"icmp and ether src {mover.mac}"
+        caps = {n: probes.Capture(lab.host(n), bpf).start() for n in sensors}
+        sent, _ = probes.ping(lab.host(peer.name), str(mover.ip), count=5)
+        for cap in caps.values():
+            cap.stop()
+        seen = {n: cap.count() for n, cap in caps.items()}
+        for cap in caps.values():
+            cap.close()
+        report.check(sum(seen.values()) == sent,
+                     f"mirroring follows it: its {sent} replies copied once "
+                     f"({', '.join(f'{n} {c}' for n, c in seen.items() if c)})", f"{sent}")
 
 
 def main(argv=None) -> int:
@@ -277,6 +351,14 @@ def main(argv=None) -> int:
             steering(lab, api, report, attacker, a, b)
         else:
             report.line("skipped: not every hypervisor has a firewall_port")
+
+    report.section(f"5. Policy follows the VM: {b.name} bound by interface, live-migrated")
+    outsider = next((v for v in net.vms if v.segment != b.segment), None)
+    uplinked = [hv for hv in net.hypervisors if hv.uplink_port is not None]
+    if outsider is None or len(uplinked) < 2 or b.hypervisor not in {h.name for h in uplinked}:
+        report.line("skipped: needs two uplinked hypervisors and a second segment")
+    else:
+        migration(path, report, token_file, token, b, a, outsider)
 
     print(f"\n{len(report.failures)} failed checks; {time.time() - started:.0f}s.")
     for failure in report.failures:
