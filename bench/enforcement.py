@@ -149,12 +149,7 @@ def run(cycles: int, interval: float, load: int, wait_datapath: bool) -> dict:
     with Lab(path, core=CORE, controller_args=["--token-file",
                                                os.path.join(tmp, "token")]) as lab:
         net = lab.network
-        for vm in net.vms:      # static neighbours: ARP never crosses segments
-            host = lab.host(vm.name)
-            for other in net.vms:
-                if other is not vm:
-                    host.cmd(f"ip neigh replace {other.ip} lladdr {other.mac} "
-                             f"dev {probes.intf(host)} nud permanent")
+        lab.pin_neighbours()
         target_ip = str(net.vm(TARGET).ip)
         echo = f"icmp[icmptype] == icmp-echo and dst host {target_ip}"
         at_target = probes.Capture(lab.host(TARGET), echo).start()

@@ -24,13 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import secrets
-import signal
-import subprocess
 import time
 import urllib.request
 
+from topologies import probes
 from topologies.lab import Lab
 
 from . import ofload
@@ -144,9 +142,7 @@ policy:
     path = write_temp(text, "life-real.yaml")
     rows = []
     with Lab(path, core="lbcore", placement={"lbmover": "lb1"}) as lab:
-        pinger = lab.host("lbpinger").popen(
-            ["ping", "-D", "-n", "-i", "0.01", "-W", "1", "10.71.0.2"],
-            stdout=subprocess.PIPE, text=True)
+        stream = probes.PingStream(lab.host("lbpinger"), "10.71.0.2")
         time.sleep(1)
         moves = []
         for n in range(migrations):
@@ -154,10 +150,7 @@ policy:
             lab.migrate("lbmover", "lb2" if n % 2 == 0 else "lb1")
             moves.append((t, time.time()))
             time.sleep(1.5)
-        pinger.send_signal(signal.SIGINT)
-        out = pinger.communicate(timeout=10)[0]
-    replies = sorted((float(m.group(1)), int(m.group(2))) for m in
-                     re.finditer(r"^\[([\d.]+)\].*icmp_seq=(\d+)", out, re.M))
+        replies = sorted(stream.stop().replies)
     for started, done in moves:
         before = [t for t, _ in replies if t < started]
         after = [t for t, _ in replies if t > started]

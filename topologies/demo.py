@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -249,23 +246,13 @@ def migration(path: str, report: Report, token_file: str, token: str, mover, pee
                   if hv.name != mover.hypervisor and hv.uplink_port is not None)
     with Lab(bound_variant(path, mover), placement={mover.name: mover.hypervisor},
              controller_args=["--token-file", token_file]) as lab:
-        for vm in lab.network.vms:       # static neighbours, as for the other checks
-            host = lab.host(vm.name)
-            for other in (mover, peer, outsider):
-                if other.name != vm.name:
-                    host.cmd(f"ip neigh replace {other.ip} lladdr {other.mac} "
-                             f"dev {probes.intf(host)} nud permanent")
-        pinger = lab.host(peer.name).popen(
-            ["ping", "-D", "-n", "-i", "0.01", "-W", "1", str(mover.ip)],
-            stdout=subprocess.PIPE, text=True)
+        lab.pin_neighbours()
+        stream = probes.PingStream(lab.host(peer.name), str(mover.ip))
         time.sleep(1)
         started = time.time()
         lab.migrate(mover.name, target.name)
-        time.sleep(1.5)
-        pinger.send_signal(signal.SIGINT)
-        out = pinger.communicate(timeout=10)[0]
-        replies = [(float(t), int(n)) for t, n in
-                   re.findall(r"^\[([\d.]+)\].*icmp_seq=(\d+)", out, re.M)]
+        time.sleep(1)
+        replies = stream.stop().replies
         before = [r for r in replies if r[0] < started]
         after = [r for r in replies if r[0] >= started]
         lost = after[0][1] - before[-1][1] - 1 if before and after else None

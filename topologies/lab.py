@@ -658,6 +658,18 @@ class Lab:
             subprocess.run(["ovs-appctl", "--timeout=30", "revalidator/wait"], check=True,
                            capture_output=True)
 
+    def pin_neighbours(self) -> None:
+        """Every VM gets a permanent neighbour entry for every other VM: ARP
+        never crosses segments, so a cross-segment ping (a pair allowed, or
+        one that must stay isolated) needs no router and fails only for the
+        policy's sake."""
+        for vm in self.network.vms:
+            host = self.host(vm.name)
+            for other in self.network.vms:
+                if other is not vm:
+                    host.cmd(f"ip neigh replace {other.ip} lladdr {other.mac} "
+                             f"dev {host.defaultIntf().name} nud permanent")
+
     # -- what a hypervisor does to a VM's tap (bound VMs only)
     def stop_vm(self, vm: str) -> None:
         """The VM shuts down: its tap leaves the bridge."""

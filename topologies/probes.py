@@ -39,6 +39,34 @@ def ping(src, dst_ip: str, count: int = 3, interval: float = 0.2,
     return (int(m.group(1)), int(m.group(2))) if m else (count, 0)
 
 
+class PingStream:
+    """ping every 10 ms from a host until stop(); each reply with its time
+    (ping -D), so a test can tell what came back after a given moment."""
+
+    def __init__(self, host, dst_ip: str, interval: float = 0.01):
+        self.proc = host.popen(["ping", "-D", "-n", "-i", str(interval), "-W", "1", dst_ip],
+                               stdout=subprocess.PIPE, text=True)
+        self.replies: list[tuple[float, int]] = []
+
+    def stop(self) -> "PingStream":
+        """Stop it, after the replies still in flight (0.5 s)."""
+        time.sleep(0.5)
+        self.proc.send_signal(signal.SIGINT)
+        out = self.proc.communicate(timeout=10)[0]
+        self.replies = [(float(t), int(n)) for t, n in
+                        re.findall(r"^\[([\d.]+)\].*icmp_seq=(\d+)", out, re.M)]
+        return self
+
+    def answered_after(self, moment: float) -> int:
+        """Replies that came back after `moment` (time.time())."""
+        return sum(1 for t, _ in self.replies if t > moment)
+
+    def lost(self) -> list[int]:
+        """Requests unanswered while a later one was answered."""
+        seqs = {n for _, n in self.replies}
+        return sorted(set(range(1, max(seqs, default=0) + 1)) - seqs)
+
+
 def reaches(src, dst_ip: str) -> bool:
     """True if any of two pings is answered (one may be spent on ARP)."""
     return ping(src, dst_ip, count=2, interval=0.2, timeout=1)[1] > 0

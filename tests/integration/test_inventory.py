@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
 import time
 
 import pytest
@@ -48,12 +46,7 @@ def lab(tmp_path_factory):
     with Lab(str(path), core="ivcore", placement={"spare": "iv1"},
              controller_args=["--token-file", str(tmp / "token")]) as running:
         running.file = path
-        for vm in running.network.vms:
-            host = running.host(vm.name)
-            for other in running.network.vms:
-                if other is not vm:
-                    host.cmd(f"ip neigh replace {other.ip} lladdr {other.mac} "
-                             f"dev {probes.intf(host)} nud permanent")
+        running.pin_neighbours()
         yield running
 
 
@@ -73,21 +66,17 @@ def entries(bridge) -> dict[str, tuple[float, int]]:
     return out
 
 
-class Stream:
-    """near -> far every 10 ms; lost() counts the unanswered ones."""
+def stream(lab) -> probes.PingStream:
+    """near -> far every 10 ms, running for a second before the changes."""
+    s = probes.PingStream(lab.host("near"), "10.61.0.2")
+    time.sleep(1)
+    return s
 
-    def __init__(self, lab):
-        self.proc = lab.host("near").popen(["ping", "-n", "-i", "0.01", "-W", "1", "10.61.0.2"],
-                                           stdout=subprocess.PIPE, text=True)
-        time.sleep(1)
 
-    def lost(self) -> list[int]:
-        time.sleep(0.5)
-        self.proc.send_signal(signal.SIGINT)
-        out = self.proc.communicate(timeout=10)[0]
-        answered = {int(n) for n in re.findall(r"icmp_seq=(\d+)", out)}
-        assert len(answered) > 100, out[-300:]
-        return sorted(set(range(1, max(answered) + 1)) - answered)
+def lost_across(s: probes.PingStream, changed_at: float) -> list[int]:
+    s.stop()
+    assert s.answered_after(changed_at) > 10, "it ran across the changes"
+    return s.lost()
 
 
 def unchanged_kept_counting(before: dict, after: dict) -> list[str]:
@@ -100,7 +89,8 @@ def test_a_vm_replaced_and_removed_at_run_time_touches_nothing_else(lab):
     spare = lab.host("spare")
     assert not probes.reaches(spare, "10.61.0.1"), "moss and sky are isolated"
     before = {hv: entries(hv) for hv in ("iv1", "iv2")}
-    stream = Stream(lab)
+    ping = stream(lab)
+    changed = time.time()
     # Into sky, same interface: it reaches near now.
     status, doc = call(lab, "PUT", "/api/v1/vms/spare",
                        {"interface": "iv-spare", "segment": "sky", "mac": "02:62:00:00:00:01",
@@ -112,7 +102,7 @@ def test_a_vm_replaced_and_removed_at_run_time_touches_nothing_else(lab):
     assert status == 200, doc
     lab.wait_datapath()
     assert not probes.reaches(spare, "10.61.0.1"), "a removed VM's port is unknown"
-    assert stream.lost() == []
+    assert lost_across(ping, changed) == []
     after = {hv: entries(hv) for hv in ("iv1", "iv2")}
     for hv in before:
         assert unchanged_kept_counting(before[hv], after[hv]) == [], hv
@@ -127,7 +117,8 @@ def test_a_vm_replaced_and_removed_at_run_time_touches_nothing_else(lab):
 
 def test_a_reload_applies_only_the_difference_and_a_bad_one_nothing(lab):
     before = {hv: entries(hv) for hv in ("iv1", "iv2")}
-    stream = Stream(lab)
+    ping = stream(lab)
+    changed = time.time()
     text = lab.file.read_text()
     lab.file.write_text(text.replace("policy:", '  extra: {hypervisor: iv2, port: 20, '
                                      'segment: sky, mac: "02:61:00:00:00:03", '
@@ -142,7 +133,7 @@ def test_a_reload_applies_only_the_difference_and_a_bad_one_nothing(lab):
     status, doc = call(lab, "POST", "/api/v1/reload")
     assert status == 400 and "vms.extra.mac" in doc["error"], doc
     assert {hv: set(entries(hv)) for hv in ("iv1", "iv2")} == middle
-    assert stream.lost() == []
+    assert lost_across(ping, changed) == []
     after = {hv: entries(hv) for hv in ("iv1", "iv2")}
     for hv in before:
         assert unchanged_kept_counting(before[hv], after[hv]) == [], hv

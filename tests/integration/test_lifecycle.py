@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import time
 
@@ -34,12 +33,7 @@ def lab(tmp_path_factory):
     token.write_text(TOKEN + "\n")
     with Lab(NETWORK, core="lccore", placement=START,
              controller_args=["--token-file", str(token)]) as running:
-        for vm in running.network.vms:      # static neighbours: ARP never crosses segments
-            host = running.host(vm.name)
-            for other in running.network.vms:
-                if other is not vm:
-                    host.cmd(f"ip neigh replace {other.ip} lladdr {other.mac} "
-                             f"dev {probes.intf(host)} nud permanent")
+        running.pin_neighbours()
         yield running
 
 
@@ -109,18 +103,15 @@ def test_a_stopped_vm_gets_nothing_and_boots_on_a_new_ofport(lab):
 
 def test_migration_under_a_ping_keeps_isolation_and_mirroring(lab):
     target = ip(lab, "mover")
-    pinger = lab.host("fixed").popen(["ping", "-n", "-i", "0.01", "-W", "1", target],
-                                     stdout=subprocess.PIPE, text=True)
+    stream = probes.PingStream(lab.host("fixed"), target)
     time.sleep(1)
     lab.migrate("mover", "lc3")          # lc3 has no IDS port of its own
+    moved = time.time()
     settled(lab, "mover", "lc3", lab.ofport("mover"))
-    time.sleep(1)
-    pinger.send_signal(signal.SIGINT)
-    out = pinger.communicate(timeout=10)[0]
-    answered = {int(n) for n in re.findall(r"icmp_seq=(\d+)", out)}
-    assert answered and max(answered) > 150, out[-500:]
-    lost = set(range(1, max(answered) + 1)) - answered
-    assert len(lost) < 50, f"lost {len(lost)} pings: {sorted(lost)}"   # reachable again
+    time.sleep(0.5)
+    stream.stop()
+    assert stream.answered_after(moved) > 10, "reachable again at the destination"
+    assert len(stream.lost()) < 50, f"lost {stream.lost()}"
     assert ("up", "lc3") in events(lab, "mover")
 
     # At the destination: reachable from both hypervisors, still isolated,

@@ -45,12 +45,7 @@ def lab(tmp_path_factory):
              controller_args=["--token-file", str(tmp / "token"),
                               "--state-file", str(state)]) as running:
         running.state_file = state
-        for vm in running.network.vms:
-            host = running.host(vm.name)
-            for other in running.network.vms:
-                if other is not vm:
-                    host.cmd(f"ip neigh replace {other.ip} lladdr {other.mac} "
-                             f"dev {probes.intf(host)} nud permanent")
+        running.pin_neighbours()
         yield running
 
 
