@@ -1,10 +1,14 @@
 """Ryu app: program every hypervisor bridge from the network file.
 
-Thin glue. The flows come from controller.compiler; this app reads back what
-a switch holds, commits the difference (apps/commit.py: a bundle per switch,
-two phases across switches, confirmed), learns hosts on learning ports,
-probes the firewalls while the policy steers, and keeps per-switch state
-for the REST API (apps/rest_api.py).
+The flows come from controller.compiler (incrementally, by host) and where
+bound VMs run from controller.binding; this app feeds them the switches'
+ports (OpenFlow) and iface-ids (apps/ovsdb.py), reads back what a switch
+holds, commits the difference (apps/commit.py: a bundle per switch, two
+phases across switches, confirmed), learns hosts on learning ports, probes
+the firewalls while the policy steers, reloads the file, and keeps
+per-switch state for the REST API (apps/rest_api.py). The per-switch sync
+state, startup adoption and learning still live here, not yet in a pure
+core.
 
 Load with ryu-manager (network file in $VGUARD_NETWORK) or, simpler, via
 `python -m controller --network FILE`.
@@ -190,7 +194,6 @@ class SegmentSwitch(app_manager.RyuApp):
         state.port_names = {no: _name(p) for no, p in present.items()}
         state.ports_read = True
         self._ports_changed(state)
-        self._startup_check()
         port = state.hv.firewall_port
         if port is not None:
             self.firewalls.port_changed(state.hv.name, up=port in present and not (
