@@ -35,7 +35,7 @@ from ryu.lib.packet import ethernet, packet  # noqa: E402
 from ryu.ofproto import ofproto_v1_3  # noqa: E402
 
 from controller import learning, model, openflow, store, views  # noqa: E402
-from controller.binding import Bindings, Port  # noqa: E402
+from controller.binding import Bindings, Port, iface_ids_from_flows  # noqa: E402
 from controller.compiler import Compiled, LearnedHost  # noqa: E402
 from controller.health import FirewallHealth  # noqa: E402
 from controller.model import Hypervisor  # noqa: E402
@@ -125,8 +125,10 @@ class SegmentSwitch(app_manager.RyuApp):
         steering = self.network.steering
         self.firewalls = FirewallHealth(steering.probe_interval, steering.probe_misses)
         supervised("firewall probes", self._probe_firewalls, self.logger)
-        # hypervisor -> {interface name: iface-id}, from its OVSDB
+        # hypervisor -> {interface name: iface-id}, from its OVSDB; until it
+        # first answers, -> {ofport: iface-id} from the flows its switch holds
         self.iface_ids: dict[str, dict[str, str]] = {}
+        self.flow_iface_ids: dict[str, dict[int, str]] = {}
         self.ovsdb = {address: ovsdb.Follower(address, self._ovsdb_changed, self.logger)
                       for address in sorted({hv.ovsdb for hv in self.network.hypervisors
                                              if hv.ovsdb})}
@@ -213,6 +215,9 @@ class SegmentSwitch(app_manager.RyuApp):
         iface-id from OVSDB (pending while OVSDB has not reported it: the
         two channels race when a tap is added)."""
         name = state.port_names[ofport]
+        if state.hv.ovsdb is not None and state.hv.name not in self.iface_ids:
+            iface_id = self.flow_iface_ids.get(state.hv.name, {}).get(ofport)
+            return Port(state.hv.name, ofport, name, iface_id, pending=iface_id is None)
         ids = self.iface_ids.get(state.hv.name, {})
         return Port(state.hv.name, ofport, name, ids.get(name),
                     pending=state.hv.ovsdb is not None and name not in ids)
@@ -323,6 +328,12 @@ class SegmentSwitch(app_manager.RyuApp):
         state.installed = {e.cookie for e in entries}
         state.read_once = True
         self._adopt_learned(state.hv, entries)
+        if state.hv.ovsdb is not None and state.hv.name not in self.iface_ids:
+            # OVSDB has not answered yet (after a restart it may be away):
+            # the switch's own entries say which ports were bound.
+            self.flow_iface_ids[state.hv.name] = iface_ids_from_flows(
+                self.network, [(e.table_id, dict(e.match.items())) for e in entries])
+            self._ports_changed(state)
         if not self._startup_check():
             # Adopted hosts change every switch, so sync them all.
             self._sync_later()

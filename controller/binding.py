@@ -19,6 +19,7 @@ import copy
 from dataclasses import dataclass
 
 from .model import Network
+from .pipeline import ETH_TYPE_IP, INGRESS
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,21 @@ class Event:
 
 
 Place = tuple[str, int]          # (hypervisor, ofport)
+
+
+def iface_ids_from_flows(net: Network, entries) -> dict[int, str]:
+    """ofport -> iface-id, from the port-security entries a switch still
+    holds (entries: (table, {field: value})) for VMs bound by iface-id. A
+    controller that restarts while OVSDB is unreachable keeps what was
+    bound: these stand in for OVSDB until it answers."""
+    by_mac = {vm.mac: vm.iface_id for vm in net.vms if vm.iface_id}
+    out = {}
+    for table, match in entries:
+        mac, port = match.get("eth_src"), match.get("in_port")
+        if table == INGRESS and match.get("eth_type") == ETH_TYPE_IP and mac in by_mac \
+                and port is not None:
+            out[port] = by_mac[mac]
+    return out
 
 
 class Bindings:

@@ -231,3 +231,13 @@ def test_during_an_overlap_the_destination_only_reports_the_guest(net):
     assert trace.ports == set() and [hv for hv, _ in trace.packet_ins] == ["east"]
     impostor = fab.run(("east", 5), Frame.ipv4("02:0b:00:00:00:99", anchor.mac, roamer.ip))
     assert impostor.ports == set() and impostor.packet_ins == []
+
+
+def test_after_a_restart_the_switchs_own_entries_stand_in_for_ovsdb(net):
+    from controller.binding import iface_ids_from_flows
+    placed = net.placed({"cloud": ("north", 40), "roamer": ("south", 31)})
+    held = [(f.table, dict(f.match)) for f in compile_network(placed)["north"]]
+    assert iface_ids_from_flows(net, held) == {40: "7d1c-aa01"}
+    b = Bindings(net)
+    events = b.port_added(Port("north", 40, "tap-any", "7d1c-aa01"), 1.0)
+    assert kinds(events) == [("up", "cloud", "north", 40)]

@@ -191,3 +191,18 @@ def test_ovsdb_cut_keeps_what_is_bound_and_changes_resume(lab, relay):
     relay.restore()
     settled(lab, "travel", target)
     assert probes.reaches(lab.host("stay"), ip(lab, "travel"))
+
+
+def test_a_restart_while_ovsdb_is_away_keeps_what_was_bound(lab, relay):
+    settled(lab, "travel", binding(lab, "travel")["hypervisor"])
+    where = binding(lab, "travel")["hypervisor"]
+    relay.cut()
+    try:
+        lab.restart_controller()          # ready once the grace period ends
+        assert binding(lab, "travel")["hypervisor"] == where, \
+            "bound from the entries the switch still held"
+        lab.wait_datapath()
+        assert probes.reaches(lab.host("stay"), ip(lab, "travel"))
+    finally:
+        relay.restore()
+    settled(lab, "travel", where)
