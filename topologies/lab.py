@@ -658,6 +658,25 @@ class Lab:
             subprocess.run(["ovs-appctl", "--timeout=30", "revalidator/wait"], check=True,
                            capture_output=True)
 
+    def binding(self, vm: str) -> dict:
+        """The controller's word on where a VM is (GET /api/v1/vms)."""
+        return next(v for v in self.api("/api/v1/vms") if v["name"] == vm)["binding"]
+
+    def wait_bound(self, vm: str, hypervisor: str | None, timeout: float = 10.0) -> None:
+        """Wait until the controller has a bound VM where this lab put it (on
+        `hypervisor`, at the ofport OVS gave it; None: stopped), every switch
+        holds that, and the datapath forwards by it; LabError otherwise."""
+        want = (hypervisor, self.ofport(vm), hypervisor is not None)
+        deadline = time.monotonic() + timeout
+        while True:
+            b = self.binding(vm)
+            if (b["hypervisor"], b["ofport"], b["up"]) == want and self.status()["ready"]:
+                break
+            if time.monotonic() > deadline:
+                raise LabError(f"{vm}: the controller says {b}, the lab has {want}")
+            time.sleep(0.1)
+        self.wait_datapath()
+
     def pin_neighbours(self) -> None:
         """Every VM gets a permanent neighbour entry for every other VM: ARP
         never crosses segments, so a cross-segment ping (a pair allowed, or

@@ -41,19 +41,6 @@ def ip(lab, vm):
     return str(lab.network.vm(vm).ip)
 
 
-def binding(lab, vm) -> dict:
-    return next(v for v in lab.api("/api/v1/vms") if v["name"] == vm)["binding"]
-
-
-def settled(lab, vm, hypervisor, ofport) -> None:
-    """Wait until the controller has the VM where the lab put it, every
-    switch holds that, and the datapath forwards by it."""
-    want = (hypervisor, ofport, hypervisor is not None)
-    assert probes.wait_for(lambda: (lambda b: (b["hypervisor"], b["ofport"], b["up"]))(
-        binding(lab, vm)) == want and lab.status()["ready"]), binding(lab, vm)
-    lab.wait_datapath()
-
-
 def events(lab, vm) -> list[tuple[str, str]]:
     return [(e["kind"], e["hypervisor"]) for e in lab.api("/api/v1/events")["events"]
             if e["vm"] == vm]
@@ -61,11 +48,11 @@ def events(lab, vm) -> list[tuple[str, str]]:
 
 def test_bound_vms_start_where_their_interfaces_are(lab):
     for vm, hv in START.items():
-        settled(lab, vm, hv, lab.ofport(vm))
-    b = binding(lab, "mover")
+        lab.wait_bound(vm, hv)
+    b = lab.binding("mover")
     assert (b["by"], b["interface"], b["up"]) == ("interface", "vm-mover", True)
-    assert binding(lab, "fixed") == {"by": "port", "hypervisor": "lc1", "ofport": 10,
-                                     "up": True, "since": binding(lab, "fixed")["since"],
+    assert lab.binding("fixed") == {"by": "port", "hypervisor": "lc1", "ofport": 10,
+                                     "up": True, "since": lab.binding("fixed")["since"],
                                      "candidates": []}
     assert probes.reaches(lab.host("mover"), ip(lab, "fixed"))
     assert probes.reaches(lab.host("sitter"), ip(lab, "mover"))
@@ -75,7 +62,7 @@ def test_bound_vms_start_where_their_interfaces_are(lab):
 def test_a_stopped_vm_gets_nothing_and_boots_on_a_new_ofport(lab):
     old = lab.ofport("mover")
     lab.stop_vm("mover")
-    settled(lab, "mover", None, None)
+    lab.wait_bound("mover", None)
     assert ("down", "lc2") in events(lab, "mover")
     mover = lab.network.vm("mover")
     assert not any(mover.mac in f for f in dump_flows("lc1") + dump_flows("lc3")), \
@@ -92,7 +79,7 @@ def test_a_stopped_vm_gets_nothing_and_boots_on_a_new_ofport(lab):
         lab.start_vm("mover")            # same hypervisor, next free ofport
         new = lab.ofport("mover")
         assert new != old
-        settled(lab, "mover", "lc2", new)
+        lab.wait_bound("mover", "lc2")
         assert probes.reaches(lab.host("mover"), ip(lab, "fixed"))
         assert probes.reaches(lab.host("fixed"), ip(lab, "mover"))
         log = open(lab.controller_log).read()
@@ -107,7 +94,7 @@ def test_migration_under_a_ping_keeps_isolation_and_mirroring(lab):
     time.sleep(1)
     lab.migrate("mover", "lc3")          # lc3 has no IDS port of its own
     moved = time.time()
-    settled(lab, "mover", "lc3", lab.ofport("mover"))
+    lab.wait_bound("mover", "lc3")
     time.sleep(0.5)
     stream.stop()
     assert stream.answered_after(moved) > 10, "reachable again at the destination"

@@ -98,26 +98,15 @@ def ip(lab, vm):
     return str(lab.network.vm(vm).ip)
 
 
-def binding(lab, vm) -> dict:
-    return next(v for v in lab.api("/api/v1/vms") if v["name"] == vm)["binding"]
-
-
-def settled(lab, vm, hypervisor) -> None:
-    assert probes.wait_for(lambda: binding(lab, vm)["hypervisor"] == hypervisor
-                           and binding(lab, vm)["ofport"] == lab.ofport(vm)
-                           and lab.status()["ready"]), binding(lab, vm)
-    lab.wait_datapath()
-
-
 def kinds(lab, vm) -> list[tuple[str, str]]:
     return [(e["kind"], e["hypervisor"]) for e in lab.api("/api/v1/events")["events"]
             if e["vm"] == vm]
 
 
 def test_bound_by_iface_id_from_ovsdb(lab):
-    settled(lab, "travel", "mg1")
-    settled(lab, "other", "mg2")
-    b = binding(lab, "travel")
+    lab.wait_bound("travel", "mg1")
+    lab.wait_bound("other", "mg2")
+    b = lab.binding("travel")
     assert (b["by"], b["iface_id"], b["up"]) == ("iface_id", "3f2a9c1e-travel", True)
     assert probes.reaches(lab.host("travel"), ip(lab, "watch"))
     assert not probes.reaches(lab.host("travel"), ip(lab, "other"))
@@ -131,7 +120,7 @@ def test_overlapping_migration_moves_on_the_guests_first_frame(lab):
 
     def watch_overlap():        # the destination port, bound but not yet in use
         while not done.is_set():
-            b = binding(lab, "travel")
+            b = lab.binding("travel")
             if b["candidates"] and b["hypervisor"] == "mg1":
                 seen_candidate.append(b)
                 return
@@ -143,7 +132,7 @@ def test_overlapping_migration_moves_on_the_guests_first_frame(lab):
     done.set()
     watcher.join()
     migrated = time.time()
-    settled(lab, "travel", "mg2")
+    lab.wait_bound("travel", "mg2")
     stream.stop()
     assert seen_candidate, "during the overlap the VM stayed at the source"
     assert seen_candidate[0]["candidates"][0]["hypervisor"] == "mg2"
@@ -156,7 +145,7 @@ def test_overlapping_migration_moves_on_the_guests_first_frame(lab):
 
 
 def test_a_port_claiming_a_running_vm_is_a_warning_and_moves_nothing(lab):
-    where = binding(lab, "travel")["hypervisor"]
+    where = lab.binding("travel")["hypervisor"]
     elsewhere = "mg1" if where == "mg2" else "mg2"
     subprocess.run(["ovs-vsctl", "add-port", elsewhere, "impostor0", "--", "set",
                     "Interface", "impostor0", "type=internal",
@@ -166,16 +155,16 @@ def test_a_port_claiming_a_running_vm_is_a_warning_and_moves_nothing(lab):
         event = [e for e in lab.api("/api/v1/events")["events"] if e["kind"] == "claimed"][-1]
         assert event["level"] == "warning"
         lab.wait_datapath()
-        assert binding(lab, "travel")["hypervisor"] == where
+        assert lab.binding("travel")["hypervisor"] == where
         assert probes.reaches(lab.host("stay"), ip(lab, "travel"))
     finally:
         subprocess.run(["ovs-vsctl", "--if-exists", "del-port", elsewhere, "impostor0"],
                        check=True)
-    assert probes.wait_for(lambda: binding(lab, "travel")["candidates"] == [])
+    assert probes.wait_for(lambda: lab.binding("travel")["candidates"] == [])
 
 
 def test_ovsdb_cut_keeps_what_is_bound_and_changes_resume(lab, relay):
-    where = binding(lab, "travel")["hypervisor"]
+    where = lab.binding("travel")["hypervisor"]
     relay.cut()
     assert probes.wait_for(lambda: "connection lost; bindings stay as they were"
                            in open(lab.controller_log).read())
@@ -187,22 +176,22 @@ def test_ovsdb_cut_keeps_what_is_bound_and_changes_resume(lab, relay):
     target = "mg1" if where == "mg2" else "mg2"
     lab.start_vm("travel", target)
     time.sleep(1)
-    assert not binding(lab, "travel")["up"]
+    assert not lab.binding("travel")["up"]
     relay.restore()
-    settled(lab, "travel", target)
+    lab.wait_bound("travel", target)
     assert probes.reaches(lab.host("stay"), ip(lab, "travel"))
 
 
 def test_a_restart_while_ovsdb_is_away_keeps_what_was_bound(lab, relay):
-    settled(lab, "travel", binding(lab, "travel")["hypervisor"])
-    where = binding(lab, "travel")["hypervisor"]
+    lab.wait_bound("travel", lab.binding("travel")["hypervisor"])
+    where = lab.binding("travel")["hypervisor"]
     relay.cut()
     try:
         lab.restart_controller()          # ready once the grace period ends
-        assert binding(lab, "travel")["hypervisor"] == where, \
+        assert lab.binding("travel")["hypervisor"] == where, \
             "bound from the entries the switch still held"
         lab.wait_datapath()
         assert probes.reaches(lab.host("stay"), ip(lab, "travel"))
     finally:
         relay.restore()
-    settled(lab, "travel", where)
+    lab.wait_bound("travel", where)
