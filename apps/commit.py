@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ryu.lib import hub
 
 from controller import openflow
+from controller.fabric import Outcome
 
 CONFIRM_SECONDS = 5.0
 
@@ -30,14 +31,6 @@ class Change:
     name: str                 # the hypervisor, for messages
     datapath: object
     messages: list            # flow-mods, bundled
-
-
-@dataclass
-class Outcome:
-    ok: bool
-    seconds: float
-    committed: list = field(default_factory=list)   # names of switches that committed
-    failed: dict = field(default_factory=dict)      # name -> why
 
 
 class Committer:

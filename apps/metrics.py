@@ -11,7 +11,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from controller import views
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Two-phase commits confirmed by barriers: tens of milliseconds on a LAN,
@@ -53,21 +52,20 @@ class _AppCollector:
                                    labels=["hypervisor"])
         flows = GaugeMetricFamily("vguard_flows", "Flow entries the controller keeps "
                                   "on the hypervisor's bridge", labels=["hypervisor"])
-        for hv in app.network.hypervisors:
-            state = app.switches.get(hv.dpid)
+        for hv in app.fabric.network.hypervisors:
+            state = app.fabric.switches.get(hv.name)
             connected.add_metric([hv.name], int(state is not None))
             synced.add_metric([hv.name], int(bool(state and state.synced)))
             if state is not None:
-                flows.add_metric([hv.name], state.flow_count)
+                flows.add_metric([hv.name], len(state.desired))
         yield connected
         yield synced
         yield flows
         yield GaugeMetricFamily("vguard_hypervisors_connected",
-                                "Hypervisors connected", value=len(app.switches))
+                                "Hypervisors connected", value=len(app.fabric.switches))
         yield CounterMetricFamily("vguard_packet_ins", "Packet-ins handled "
-                                  "(learning ports)", value=app.packet_ins)
-        counts = views.counters(app.network, [(s.hv, s.desired, s.counters)
-                                              for s in list(app.switches.values())])
+                                  "(learning ports)", value=app.fabric.packet_ins)
+        counts = app.fabric.counters()
         mirrored = {kind: CounterMetricFamily(f"vguard_mirrored_{kind}",
                                               f"Frames copied to the IDS ({kind})",
                                               labels=["hypervisor"])

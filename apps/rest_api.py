@@ -172,7 +172,7 @@ class Api:
     def __init__(self, app, auth: WriteAuth):
         self.app, self.auth, self.logger = app, auth, app.logger
         self.metrics = Metrics(app)
-        self.openapi_doc = openapi_document(app.network)
+        self.openapi_doc = openapi_document(app.fabric.network)
         self.routes = [(_pattern(path), methods) for path, methods in ENDPOINTS.items()]
 
     def handle(self, req) -> Response:
@@ -200,47 +200,46 @@ class Api:
     # ------------------------------------------------------------ reads
 
     def health(self, req, params):
-        return _json(self.app.status())
+        return _json(self.app.fabric.status())
 
     def hypervisors(self, req, params):
-        datapaths = self.app.status()["datapaths"]
+        datapaths = self.app.fabric.status()["datapaths"]
         out = []
-        for hv in self.app.network.hypervisors:
-            state = self.app.switches.get(hv.dpid)
-            roles = self.app._port_roles(hv)
+        for hv in self.app.fabric.network.hypervisors:
+            state = self.app.fabric.switches.get(hv.name)
+            roles = self.app.fabric.port_roles(hv)
             down = sorted(state.ports_down) if state else []
             out.append({"name": hv.name, **datapaths[hv.name],
                         "ports_down": [{"port": p, "role": roles.get(p, "")} for p in down],
                         "uplink_port": hv.uplink_port, "firewall_port": hv.firewall_port,
                         "ids_port": hv.ids_port,
-                        "vms": [v.name for v in self.app.placed_network.vms
+                        "vms": [v.name for v in self.app.fabric.placed_network.vms
                                 if v.hypervisor == hv.name]})
         return _json(out)
 
     def segments(self, req, params):
-        return _json(views.segments(self.app.network))
+        return _json(views.segments(self.app.fabric.network))
 
     def vms(self, req, params):
-        bindings = self.app.bindings
-        return _json(views.vms(self.app.placed_network,
+        bindings = self.app.fabric.bindings
+        return _json(views.vms(self.app.fabric.placed_network,
                                {v.name: bindings.binding(v.name)
-                                for v in self.app.network.vms}))
+                                for v in self.app.fabric.network.vms}))
 
     def events(self, req, params):
-        return _json({"events": [e.to_dict() for e in list(self.app.lifecycle_events)]})
+        return _json({"events": [e.to_dict() for e in list(self.app.fabric.events)]})
 
     def policy(self, req, params):
-        return _json({"policy": self.app.network.policy.to_dict(),
+        return _json({"policy": self.app.fabric.network.policy.to_dict(),
                       "modes": {"scope": list(SCOPE_MODES), "vm": list(VM_MODES),
                                 "direction": list(DIRECTIONS)},
                       "state_file": self.app.state_file})
 
     def matrix(self, req, params):
-        return _json(views.matrix(self.app.network))
+        return _json(views.matrix(self.app.fabric.network))
 
     def counters(self, req, params):
-        switches = [(s.hv, s.desired, s.counters) for s in list(self.app.switches.values())]
-        return _json(views.counters(self.app.network, switches))
+        return _json(self.app.fabric.counters())
 
     def audit(self, req, params):
         per_hv = {}
@@ -253,7 +252,7 @@ class Api:
                                 "error": "the switch did not answer the flow read in time"}
             else:
                 per_hv[name] = {"answered": True, **views.audit(intended, installed)}
-        offline = sorted(hv.name for hv in self.app.network.hypervisors
+        offline = sorted(hv.name for hv in self.app.fabric.network.hypervisors
                          if hv.name not in per_hv)
         return _json({"hypervisors": per_hv, "offline": offline,
                       "in_sync": all(d.get("in_sync") for d in per_hv.values())})
@@ -298,8 +297,8 @@ class Api:
             body = changes.json_body(req.headers.get("Content-Type"),
                                      req.body_file.read(changes.MAX_BODY + 1))
         with self.app.write_lock:
-            current = self.app.network.policy
-            new = change(current, self.app.network, params, body)
+            current = self.app.fabric.network.policy
+            new = change(current, self.app.fabric.network, params, body)
             started = time.monotonic()
             try:
                 result = self.app.apply_policy(new)
@@ -320,8 +319,8 @@ class Api:
                 try:
                     self.app.save_state()
                 except OSError as e:
-                    return self._undo_unsaved(self.app.network.with_policy(current),
-                                              self.app.inventory, e)
+                    return self._undo_unsaved(self.app.fabric.network.with_policy(current),
+                                              self.app.fabric.inventory, e)
             self.metrics.policy_change_seconds.observe(time.monotonic() - started)
             self.metrics.policy_changes.labels("applied").inc()
             if changed:
@@ -340,28 +339,28 @@ class Api:
 
     def delete_vm(self, req, params):
         def build():
-            changes.vm(self.app.network, params["vm"])           # 404 if unknown
+            changes.vm(self.app.fabric.network, params["vm"])           # 404 if unknown
             return self._with_vm(params["vm"], None)
         return self._change_network(req, build)
 
     def _with_vm(self, name: str, body):
         """(the network with VM `name` replaced by `body`, or removed if None,
         the inventory that says so)."""
-        inventory = {**self.app.inventory, name: body}
-        file_vms = (self.app.file_document or {}).get("vms") or {}
+        inventory = {**self.app.fabric.inventory, name: body}
+        file_vms = (self.app.fabric.file_document or {}).get("vms") or {}
         if body is None and name not in file_vms:
             del inventory[name]           # added at run time: simply gone again
         try:
-            network = model.from_document(self.app.file_document, self.app.network.source,
+            network = model.from_document(self.app.fabric.file_document, self.app.fabric.network.source,
                                           inventory)
         except model.NetworkFileError as e:
             # 400 if the VM is wrong on its own, 409 if it clashes with the rest.
-            status = 409 if body is not None and _fits_alone(self.app.file_document, name,
+            status = 409 if body is not None and _fits_alone(self.app.fabric.file_document, name,
                                                              body) else 400
             raise RequestError(status, f"{e.place}: {e.problem}" if e.place else e.problem) \
                 from None
         try:
-            return network.with_policy(self.app.network.policy), inventory
+            return network.with_policy(self.app.fabric.network.policy), inventory
         except PolicyError as e:
             raise RequestError(409, f"the policy in force does not allow this: "
                                     f"{e.problem}") from None
@@ -376,7 +375,7 @@ class Api:
         if refusal is not None:
             return refusal
         with self.app.write_lock:
-            previous, previous_inventory = self.app.network, self.app.inventory
+            previous, previous_inventory = self.app.fabric.network, self.app.fabric.inventory
             if build is None:
                 try:
                     result = self.app.reload()
@@ -398,10 +397,10 @@ class Api:
                     self.app.save_state()
                 except OSError as e:
                     return self._undo_unsaved(previous, previous_inventory, e)
-            self.openapi_doc = openapi_document(self.app.network)
+            self.openapi_doc = openapi_document(self.app.fabric.network)
             self.logger.info("network changed by %s %s (%.3f s)", req.method, _path(req),
                              result["seconds"])
-            return _json({**result, "changed": self.app.network != previous,
+            return _json({**result, "changed": self.app.fabric.network != previous,
                           "datapath_window_ms": DATAPATH_WINDOW_MS})
 
     def _refuse(self, req) -> Response | None:

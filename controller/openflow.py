@@ -125,3 +125,19 @@ def packet_out(dp, port: int, frame: bytes):
     ofp, parser = dp.ofproto, dp.ofproto_parser
     return parser.OFPPacketOut(dp, ofp.OFP_NO_BUFFER, ofp.OFPP_CONTROLLER,
                                [parser.OFPActionOutput(port)], frame)
+
+
+def reinject(dp, in_port: int, frame: bytes):
+    """A frame back into the tables as if it had just arrived on in_port."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPPacketOut(dp, ofp.OFP_NO_BUFFER, in_port,
+                               [parser.OFPActionOutput(ofp.OFPP_TABLE)], frame)
+
+
+def error_description(msg) -> str:
+    """What an OpenFlow error message says. OVS reports bundle errors as ONF
+    experimenter errors: then the experimenter's own type says what went wrong."""
+    if msg.type == msg.datapath.ofproto.OFPET_EXPERIMENTER:
+        return (f"switch error experimenter={getattr(msg, 'experimenter', '?')} "
+                f"exp_type={getattr(msg, 'exp_type', '?')}")
+    return f"switch error type={msg.type} code={msg.code}"

@@ -133,3 +133,24 @@ def save(path: str, policy: Policy, network_file_policy: Policy,
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def restore(path: str, network: Network, document: dict, logger) -> tuple[Network, dict]:
+    """The network to start with: the file's, with the saved policy and
+    run-time VM changes on top when the state file holds them; and those VM
+    changes. StateFileError if the state file cannot be used."""
+    saved = load(path, network, document)
+    if saved is None:
+        logger.info("no state file %s yet: the policy is the network file's", path)
+        return network, {}
+    policy, doc = saved
+    changes = inventory(doc, path)
+    restored = from_document(document, network.source, changes).with_policy(policy)
+    logger.info("policy%s restored from %s (saved %s)",
+                f" and {len(changes)} VM changes" if changes else "", path,
+                doc.get("saved_at"))
+    if file_policy_changed(doc, network.policy):
+        logger.warning("the network file's policy changed since %s was saved; the saved "
+                       "policy stays in force (delete the state file to use the file's)",
+                       path)
+    return restored, changes
