@@ -35,7 +35,8 @@ class Controller:
         self.proc = None
 
     def start(self) -> "Controller":
-        ofp_port, rest_port = free_ports(2)
+        self.ofp_port, rest_port = free_ports(2)
+        ofp_port = self.ofp_port
         self.url = f"http://127.0.0.1:{rest_port}"
         cmd = [sys.executable, "-m", "controller", "--network", str(self.network),
                "--ofp-port", str(ofp_port), "--rest-port", str(rest_port), *self.args]
