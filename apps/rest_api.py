@@ -233,7 +233,7 @@ class Api:
         return _json({"policy": self.app.fabric.network.policy.to_dict(),
                       "modes": {"scope": list(SCOPE_MODES), "vm": list(VM_MODES),
                                 "direction": list(DIRECTIONS)},
-                      "state_file": self.app.state_file})
+                      "state_file": self.app.intent.state_file})
 
     def matrix(self, req, params):
         return _json(views.matrix(self.app.fabric.network))
@@ -243,7 +243,12 @@ class Api:
 
     def audit(self, req, params):
         per_hv = {}
-        for name, (intended, installed) in self.app.read_installed_flows().items():
+        for name, entries in self.app.read_flows_now().items():
+            switch = self.app.fabric.switches.get(name)
+            intended = list(switch.desired.values()) if switch and switch.last_sync else None
+            installed = None if entries is None else [
+                (e.cookie, e.table_id, e.priority, views.match_doc(e.match.items()))
+                for e in entries]
             if intended is None:
                 per_hv[name] = {"answered": False,
                                 "error": "connected, but not in sync yet: nothing to compare"}
@@ -296,12 +301,12 @@ class Api:
         if with_body:
             body = changes.json_body(req.headers.get("Content-Type"),
                                      req.body_file.read(changes.MAX_BODY + 1))
-        with self.app.write_lock:
+        with self.app.intent.write_lock:
             current = self.app.fabric.network.policy
             new = change(current, self.app.fabric.network, params, body)
             started = time.monotonic()
             try:
-                result = self.app.apply_policy(new)
+                result = self.app.intent.apply_policy(new)
             except PolicyError as e:
                 self.metrics.policy_changes.labels("refused").inc()
                 raise RequestError(409, f"the network cannot carry this policy: "
@@ -315,9 +320,9 @@ class Api:
                 return _json({**result, "changed": False,
                               "error": f"not applied ({why}); no hypervisor keeps it"}, 502)
             changed = new != current
-            if changed and self.app.state_file:
+            if changed and self.app.intent.state_file:
                 try:
-                    self.app.save_state()
+                    self.app.intent.save_state()
                 except OSError as e:
                     return self._undo_unsaved(self.app.fabric.network.with_policy(current),
                                               self.app.fabric.inventory, e)
@@ -374,11 +379,11 @@ class Api:
         refusal = self._refuse(req)
         if refusal is not None:
             return refusal
-        with self.app.write_lock:
+        with self.app.intent.write_lock:
             previous, previous_inventory = self.app.fabric.network, self.app.fabric.inventory
             if build is None:
                 try:
-                    result = self.app.reload()
+                    result = self.app.intent.reload()
                 except model.NetworkFileError as e:
                     raise RequestError(400, f"not reloaded, nothing changed: {e}") from None
                 except PolicyError as e:
@@ -387,14 +392,14 @@ class Api:
                                             f"{e.problem}") from None
             else:
                 network, inventory = build()
-                result = self.app.apply_network(network, inventory)
+                result = self.app.intent.apply_network(network, inventory)
             if not result["ok"]:
                 why = "; ".join(f"{hv}: {r}" for hv, r in sorted(result["failed"].items()))
                 return _json({**result, "changed": False,
                               "error": f"not applied ({why}); no hypervisor keeps it"}, 502)
-            if self.app.state_file:
+            if self.app.intent.state_file:
                 try:
-                    self.app.save_state()
+                    self.app.intent.save_state()
                 except OSError as e:
                     return self._undo_unsaved(previous, previous_inventory, e)
             self.openapi_doc = openapi_document(self.app.fabric.network)
@@ -420,10 +425,10 @@ class Api:
         """A change that cannot be saved would be lost on restart: put the
         previous network back, so what is in force is what is saved."""
         self.logger.error("cannot save the state file %s (%s); rolling the change back",
-                          self.app.state_file, error)
-        undo = self.app.apply_network(previous, inventory)
+                          self.app.intent.state_file, error)
+        undo = self.app.intent.apply_network(previous, inventory)
         self.metrics.policy_changes.labels("failed").inc()
         state = "rolled back" if undo["ok"] else f"NOT rolled back ({undo['failed']})"
         return _error(503, f"the change was applied but the state file "
-                           f"{self.app.state_file} cannot be written ({error.strerror}); "
+                           f"{self.app.intent.state_file} cannot be written ({error.strerror}); "
                            f"it was {state}")

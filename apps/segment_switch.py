@@ -1,10 +1,11 @@
 """Ryu app: the shim between OpenFlow, OVSDB and the fabric.
 
 controller.fabric decides everything. This app turns Ryu events into its
-calls and carries out what they return: flow reads, frames, and syncs (a
-bundle per switch, two phases across switches, confirmed: apps/commit.py).
-apps/ovsdb.py follows the hypervisors' OVSDB; apps/rest_api.py serves the
-API over self.fabric.
+calls and carries out what they return: flow reads (apps/flow_reads.py),
+frames, and syncs (a bundle per switch, two phases across switches,
+confirmed: apps/commit.py). apps/ovsdb.py follows the hypervisors' OVSDB,
+apps/intent.py changes the network from outside, apps/rest_api.py serves
+the API.
 
 Load with ryu-manager (network file in $VGUARD_NETWORK) or, simpler, via
 `python -m controller --network FILE`.
@@ -27,14 +28,13 @@ from ryu.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER,  # noqa:
 from ryu.lib import hub  # noqa: E402
 from ryu.ofproto import ofproto_v1_3 as ofp13  # noqa: E402
 
-from controller import model, openflow, store, views  # noqa: E402
+from controller import openflow  # noqa: E402
 from controller.fabric import SYNC, Fabric, FlowEntry, PortDesc, ReadFlows  # noqa: E402
-from controller.pipeline import COOKIE_TAG, COOKIE_TAG_MASK  # noqa: E402
-from controller.policy import PolicyError  # noqa: E402
 
+from apps import intent, ovsdb, rest_api  # noqa: E402
 from apps.commit import Change, Committer  # noqa: E402
+from apps.flow_reads import FlowReads  # noqa: E402
 from apps.supervise import supervised  # noqa: E402
-from apps import ovsdb, rest_api  # noqa: E402
 
 TICK_SECONDS = 0.1           # the fabric's clock: firewall probes, end of start-up
 COUNTER_POLL_SECONDS = 2.0   # how fresh the per-rule counters in the API are
@@ -55,27 +55,17 @@ class SegmentSwitch(app_manager.RyuApp):
         path = os.environ.get("VGUARD_NETWORK")
         if not path:
             raise SystemExit("VGUARD_NETWORK must name the network file")
-        self.state_file = os.environ.get("VGUARD_STATE_FILE") or None
-        try:
-            document = model.read_document(path)
-            network = file_network = model.from_document(document, path)
-            inventory = {}
-            if self.state_file:
-                network, inventory = store.restore(self.state_file, network, document,
-                                                   self.logger)
-        except (model.NetworkFileError, store.StateFileError) as e:
-            raise SystemExit(f"error: {e}") from None
-        self.fabric = Fabric(network, self.logger, time.time(), inventory, document,
-                             file_network.policy)
+        state_file = os.environ.get("VGUARD_STATE_FILE") or None
+        self.fabric = Fabric(logger=self.logger, now=time.time(),
+                             **intent.initial(path, state_file, self.logger))
+        network = self.fabric.network
+        self.intent = intent.Intent(self.fabric, self._put_in_force, state_file, self.logger)
         self.datapaths = {}         # hypervisor -> its connected Ryu datapath
         self.names = {}             # dpid -> hypervisor
         self.committer = Committer(self.logger)
-        self.write_lock = hub.Semaphore(1)   # a REST change: build, apply, save
+        self.reads = FlowReads()
         self._commit_lock = hub.Semaphore(1)
         self._sync_scheduled = False
-        self._parts = {}            # (dpid, xid) -> flow stats so far, of a read not done
-        self._reconciling = {}      # dpid -> xid of the read the fabric asked for
-        self._audits = {}           # (dpid, xid) -> (event, entries)
         supervised("fabric clock", self._tick, self.logger)
         supervised("counter poll", self._poll_counters, self.logger)
         for address in sorted({hv.ovsdb for hv in network.hypervisors if hv.ovsdb}):
@@ -83,7 +73,7 @@ class SegmentSwitch(app_manager.RyuApp):
             supervised(f"OVSDB {address}", follower.run, self.logger)
         rest_api.register(kwargs["wsgi"], self)
         # SIGHUP reloads the network file (from a greenthread: it commits).
-        signal.signal(signal.SIGHUP, lambda *_: hub.spawn(self._reload_on_signal))
+        signal.signal(signal.SIGHUP, lambda *_: hub.spawn(self.intent.reload_on_signal))
         self.logger.info("network file %s: %d segments, %d hypervisors, %d VMs", path,
                          len(network.segments), len(network.hypervisors), len(network.vms))
 
@@ -117,9 +107,7 @@ class SegmentSwitch(app_manager.RyuApp):
         name = self._current(ev.datapath)
         if name is not None:
             del self.datapaths[name]
-            self._reconciling.pop(ev.datapath.id, None)
-            for key in [k for k in self._parts if k[0] == ev.datapath.id]:
-                del self._parts[key]
+            self.reads.forget(ev.datapath.id)
             self._do(self.fabric.disconnected(name))
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
@@ -142,24 +130,9 @@ class SegmentSwitch(app_manager.RyuApp):
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def flows_read(self, ev):
-        """The one reader of flow stats: a reconciliation, an audit or the
-        counter poll; each complete reply refreshes the counters."""
-        dp, key = ev.msg.datapath, (ev.msg.datapath.id, ev.msg.xid)
-        if key not in self._parts:
-            return
-        self._parts[key].extend(ev.msg.body)
-        if ev.msg.flags & ofp13.OFPMPF_REPLY_MORE:
-            return
-        entries = self._parts.pop(key)
-        audit = self._audits.get(key)
-        if audit is not None:
-            audit[1].extend(entries)
-            audit[0].set()
-        reconcile = self._reconciling.get(dp.id) == ev.msg.xid
-        if reconcile:
-            del self._reconciling[dp.id]
-        name = self._current(dp)
-        if name is not None:
+        read, name = self.reads.reply(ev.msg), self._current(ev.msg.datapath)
+        if read is not None and name is not None:
+            entries, reconcile = read
             self._do(self.fabric.flows_read(
                 name, [FlowEntry(e.cookie, e.table_id, e.match, e.packet_count, e.byte_count)
                        for e in entries], reconcile, time.time()))
@@ -201,10 +174,10 @@ class SegmentSwitch(app_manager.RyuApp):
     def _poll_counters(self) -> None:
         while True:
             hub.sleep(COUNTER_POLL_SECONDS)
-            busy = {dpid for dpid, _xid in self._parts}    # not answered yet
+            busy = self.reads.busy()          # the previous read has not answered
             for dp in list(self.datapaths.values()):
                 if dp.id not in busy:
-                    self._read_flows(dp)
+                    self.reads.request(dp)
 
     # ----------------------------------------------------- actions out
 
@@ -217,19 +190,11 @@ class SegmentSwitch(app_manager.RyuApp):
             if dp is None:
                 continue
             if isinstance(action, ReadFlows):
-                self._reconciling[dp.id] = self._read_flows(dp)
+                self.reads.request(dp, reconcile=True)
             elif action.through_pipeline:
                 dp.send_msg(openflow.reinject(dp, action.port, action.frame))
             else:
                 dp.send_msg(openflow.packet_out(dp, action.port, action.frame))
-
-    def _read_flows(self, dp) -> int:
-        """Ask a switch for our flows; the request's xid."""
-        request = openflow.our_flows_request(dp, COOKIE_TAG, COOKIE_TAG_MASK)
-        dp.set_xid(request)
-        self._parts[(dp.id, request.xid)] = []
-        dp.send_msg(request)
-        return request.xid
 
     def _sync_later(self) -> None:
         """A sync from a greenthread of its own (a commit waits for replies the
@@ -261,70 +226,8 @@ class SegmentSwitch(app_manager.RyuApp):
         self._do(actions)
         return self.fabric.result(plan, outcome)
 
-    # ------------------------------------------------ for the REST API
-
-    def apply_policy(self, policy) -> dict:
-        """Put a new policy in force; PolicyError if the network cannot carry it."""
-        return self._put_in_force(self.fabric.network.with_policy(policy))
-
-    def apply_network(self, network, inventory: dict | None = None) -> dict:
-        """Put a new network in force (with the run-time VM changes that
-        make it, if they change); from a greenthread."""
-        return self._put_in_force(network, inventory)
-
-    def save_state(self) -> None:
-        """Save the policy and run-time VM changes in force; OSError if it cannot."""
-        f = self.fabric
-        store.save(self.state_file, f.network.policy, f.file_policy, f.network.source,
-                   f.inventory)
-
-    def reload(self) -> dict:
-        """Read the network file again and put only the difference in force,
-        hitless. NetworkFileError or PolicyError if it cannot be used, and
-        then nothing changes. With write_lock held, from a greenthread."""
-        document = model.read_document(self.fabric.network.source)
-        network, file_policy = self.fabric.from_file(document)
-        result = self.apply_network(network)
-        if result["ok"]:
-            self.fabric.file_document, self.fabric.file_policy = document, file_policy
-            self.logger.info("reloaded %s", network.source)
-        return result
-
-    def _reload_on_signal(self) -> None:
-        with self.write_lock:
-            try:
-                result = self.reload()
-            except (model.NetworkFileError, PolicyError) as e:
-                self.logger.error("SIGHUP: not reloaded, nothing changed: %s", e)
-                return
-            if not result["ok"]:
-                self.logger.error("SIGHUP: reload not applied, nothing changed: %s",
-                                  result["failed"])
-            elif self.state_file:
-                self.save_state()
-
-    def read_installed_flows(self, timeout: float | None = None) -> dict:
-        """Read our flows from every connected switch now, between commits.
-        Per hypervisor: (the flows last committed there, or None if none
-        were yet; [(cookie, table, priority, match)] read back, or None if
-        the switch did not answer in time)."""
+    def read_flows_now(self, timeout: float = AUDIT_READ_SECONDS) -> dict:
+        """Every connected switch's entries read now, between commits (for the
+        audit): hypervisor -> Ryu flow stats, or None if it did not answer."""
         with self._commit_lock:
-            pending = []
-            for name, dp in list(self.datapaths.items()):
-                read = (hub.Event(), [])
-                xid = self._read_flows(dp)
-                self._audits[(dp.id, xid)] = read
-                pending.append((name, dp.id, xid, read))
-            deadline = time.monotonic() + (timeout or AUDIT_READ_SECONDS)
-            out = {}
-            for name, dpid, xid, (event, entries) in pending:
-                answered = event.wait(max(0.0, deadline - time.monotonic()))
-                self._audits.pop((dpid, xid), None)
-                self._parts.pop((dpid, xid), None)   # or the counter poll waits forever
-                switch = self.fabric.switches.get(name)
-                committed = list(switch.desired.values()) if switch and switch.last_sync \
-                    else None
-                installed = [(e.cookie, e.table_id, e.priority,
-                              views.match_doc(e.match.items())) for e in entries]
-                out[name] = (committed, installed if answered else None)
-            return out
+            return self.reads.audit(dict(self.datapaths), timeout)

@@ -147,9 +147,10 @@ class Fabric:
     # ------------------------------------------------------------ switches
 
     def connected(self, name: str, now: float) -> list:
-        self.logger.info("%s connected", name)
+        hv = self.network.hypervisor(name)
+        self.logger.info("%s (datapath %016x) connected", name, hv.dpid)
         self.switches[name] = Switch(name)
-        if self.network.hypervisor(name).firewall_port is not None:
+        if hv.firewall_port is not None:
             self.firewalls.watch(name, now)
         return [ReadFlows(name)]
 
