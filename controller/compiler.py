@@ -2,8 +2,8 @@
 
 Pure: no Ryu, no I/O. See README "Table map" for the job of each table. The
 number of entries per hypervisor is linear in VMs and segments: every VM
-costs two entries on every hypervisor (destination + forward) and four
-more on its own (port security); every segment costs a handful.
+costs one entry on every hypervisor (its destination) and five more on its
+own (port security, delivery); every segment costs a handful.
 
 The entries are compiled in slices, by what they depend on: a host (a VM
 where it runs, or a learned MAC), a segment's floods on a hypervisor, a
@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from .model import Hypervisor, Network
-from .pipeline import (CLASS_MASK, CONTROLLER_METER, DESTINATION, DST_SEGMENT_MASK,
+from .pipeline import (CLASS_MASK, CONTROLLER_METER, DESTINATION, DST_REMOTE, DST_SEGMENT_MASK,
                        ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_PROBE, ETH_TYPE_RARP, FORWARD, FROM_FIREWALL,
                        FROM_UPLINK, INGRESS, KIND_LEARNED, MULTICAST, OFPVID_NONE,
                        OFPVID_PRESENT, POLICY, VLAN_TPIDS, Flow, flow, metadata)
@@ -183,7 +183,7 @@ def _base(net: Network, hv: Hypervisor, treat: "_Treatment") -> list[Flow]:
     """What depends on no host: the fixed entries of every table, the
     uplink and firewall ports, the segment pairs the policy allows."""
     return (_ingress_base(net, hv) + _destination_base()
-            + _policy_base(net, treat) + [flow(FORWARD, 0, "no-route")])
+            + _policy_base(net, treat) + _to_uplink(net, hv) + [flow(FORWARD, 0, "no-route")])
 
 
 def _host(net: Network, hv: Hypervisor, h: Host, treat: "_Treatment", allowed: list,
@@ -194,12 +194,15 @@ def _host(net: Network, hv: Hypervisor, h: Host, treat: "_Treatment", allowed: l
     flows = _ingress_host(net, hv, h) if h.hypervisor == hv.name else []
     if h.vm is not None:
         flows += _activation(net, hv, h, candidates)
-    key = ("destination", h.mac, h.vlan, _quarantined(net, h))
+    remote = h.hypervisor != hv.name
+    key = ("destination", h.mac, h.vlan, _quarantined(net, h), remote)
     if key not in shared:
-        shared[key] = _destination_host(net, h)
+        shared[key] = _destination_host(net, h, remote)
     flows += shared[key]
     flows += _vm_rules(net, hv, h, treat, allowed)
-    flows += _forward_host(hv, h, shared)
+    if not remote:
+        flows.append(flow(FORWARD, 200, "deliver", eth_dst=h.mac,
+                          actions=[("output", h.port)]))
     return flows
 
 
@@ -306,11 +309,13 @@ def _destination_base() -> list[Flow]:
                     for tpid in VLAN_TPIDS]
 
 
-def _destination_host(net: Network, h: Host) -> list[Flow]:
+def _destination_host(net: Network, h: Host, remote: bool) -> list[Flow]:
+    """remote: the host runs on another hypervisor than this entry's."""
     if _quarantined(net, h):
         return [flow(DESTINATION, 200, "quarantine", eth_dst=h.mac)]
     return [flow(DESTINATION, 200, "host", eth_dst=h.mac,
-                 write_metadata=(metadata(dst_vlan=h.vlan), DST_SEGMENT_MASK), goto=POLICY)]
+                 write_metadata=(metadata(dst_vlan=h.vlan) | (DST_REMOTE if remote else 0),
+                                 DST_SEGMENT_MASK | DST_REMOTE), goto=POLICY)]
 
 
 def _quarantined(net: Network, h: Host) -> bool:
@@ -442,18 +447,16 @@ def _allowed(net: Network):
 
 # -- table 3: where the frame leaves
 
-def _forward_host(hv: Hypervisor, h: Host, shared: dict) -> list[Flow]:
-    """The to-uplink entry is shared by the hypervisors (they usually use
-    the same uplink port number)."""
-    if h.hypervisor == hv.name:
-        return [flow(FORWARD, 200, "deliver", eth_dst=h.mac, actions=[("output", h.port)])]
+def _to_uplink(net: Network, hv: Hypervisor) -> list[Flow]:
+    """Frames for hosts on other hypervisors leave tagged by the uplink: one
+    entry per segment (table 1 marked them DST_REMOTE), not one per host."""
     if hv.uplink_port is None:
         return []
-    key = ("to-uplink", h.mac, h.vlan, hv.uplink_port)
-    if key not in shared:
-        shared[key] = [flow(FORWARD, 200, "to-uplink", eth_dst=h.mac,
-                            actions=_tagged_uplink(h.vlan, hv.uplink_port))]
-    return shared[key]
+    return [flow(FORWARD, 190, "to-uplink",
+                 metadata=(metadata(dst_vlan=seg.vlan) | DST_REMOTE,
+                           DST_SEGMENT_MASK | DST_REMOTE),
+                 actions=_tagged_uplink(seg.vlan, hv.uplink_port))
+            for seg in net.segments]
 
 
 def _floods(net: Network, hv: Hypervisor, seg, ports: list[int], elsewhere: bool

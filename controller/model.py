@@ -270,9 +270,9 @@ class _Parser:
         return value
 
     def names(self, section: Any, place: str) -> Mapping:
+        # Any key is allowed (keys() is a set: a list would make 10,000 VMs quadratic).
         section = self.mapping(section if section is not None else {}, place,
-                               optional=list(section or {}) if isinstance(section, dict)
-                               else ())
+                               optional=section.keys() if isinstance(section, dict) else ())
         for key in section:
             self.name(key, f"{place}.{key}")
         return section

@@ -33,6 +33,9 @@ SRC_SEGMENT_SHIFT, SRC_SEGMENT_MASK = 0, 0xFFF           # VLAN of sender's segm
 DST_SEGMENT_SHIFT, DST_SEGMENT_MASK = 12, 0xFFF << 12    # VLAN of receiver's; 0 = flood
 FROM_UPLINK = 1 << 24                                    # policy already applied upstream
 FROM_FIREWALL = 1 << 25                                  # came back from the firewall
+# The receiver runs on another hypervisor (table 1 says, table 3 sends it to
+# the uplink by segment: no per-host entry for the thousands of remote VMs).
+DST_REMOTE = 1 << 26
 SEGMENTS_MASK = SRC_SEGMENT_MASK | DST_SEGMENT_MASK
 CLASS_MASK = SEGMENTS_MASK | FROM_UPLINK | FROM_FIREWALL  # everything table 0 decides
 

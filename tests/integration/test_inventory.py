@@ -138,5 +138,6 @@ def test_a_reload_applies_only_the_difference_and_a_bad_one_nothing(lab):
     for hv in before:
         assert unchanged_kept_counting(before[hv], after[hv]) == [], hv
     added = {hv: len(after[hv].keys() - before[hv].keys()) for hv in after}
-    assert added["iv2"] >= 5 and added["iv1"] == 2, added     # extra's entries only
+    # extra's entries only: elsewhere just its destination (table 1)
+    assert added["iv2"] >= 5 and added["iv1"] == 1, added
     lab.file.write_text(text)
