@@ -61,6 +61,13 @@ class _AppCollector:
         yield connected
         yield synced
         yield flows
+        refused = CounterMetricFamily("vguard_refused_connections", "OpenFlow connections "
+                                      "refused: a second one claiming a connected "
+                                      "hypervisor, or from outside its connect_from",
+                                      labels=["hypervisor"])
+        for name, count in sorted(app.fabric.refused_connections.items()):
+            refused.add_metric([name], count)
+        yield refused
         yield GaugeMetricFamily("vguard_hypervisors_connected",
                                 "Hypervisors connected", value=len(app.fabric.switches))
         yield CounterMetricFamily("vguard_packet_ins", "Packet-ins handled "

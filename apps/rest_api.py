@@ -143,6 +143,19 @@ def write_auth_from_environment(logger) -> WriteAuth:
     return WriteAuth(token, insecure)
 
 
+def _applied(result: dict) -> Response:
+    """The answer to a change committed on every connected hypervisor: 200
+    if it is in force everywhere it matters (or changed nothing); 202 if a
+    hypervisor whose entries it changes has not taken it (offline, or out of sync): there it
+    takes effect only once the controller reaches it again."""
+    body = {**result, "datapath_window_ms": DATAPATH_WINDOW_MS}
+    if not result["pending"] or not result["changed"]:
+        return _json(body)
+    return _json({**body, "warning": f"NOT in force on {', '.join(result['pending'])} "
+                                     f"(offline or out of sync): it takes effect there when "
+                                     f"the controller reaches it again"}, 202)
+
+
 def register(wsgi, app) -> None:
     """Serve the API for this SegmentSwitch app on Ryu's WSGI server."""
     wsgi.register(RestApi, {"api": Api(app, write_auth_from_environment(app.logger))})
@@ -332,8 +345,7 @@ class Api:
                 self.logger.info("policy changed by %s %s (%.3f s)", req.method,
                                  _path(req), result["seconds"])
             # In every switch's tables now; the datapath follows within the window.
-            return _json({**result, "changed": changed, "policy": new.to_dict(),
-                          "datapath_window_ms": DATAPATH_WINDOW_MS})
+            return _applied({**result, "changed": changed, "policy": new.to_dict()})
 
     # -- the inventory and the network file
 
@@ -405,8 +417,7 @@ class Api:
             self.openapi_doc = openapi_document(self.app.fabric.network)
             self.logger.info("network changed by %s %s (%.3f s)", req.method, _path(req),
                              result["seconds"])
-            return _json({**result, "changed": self.app.fabric.network != previous,
-                          "datapath_window_ms": DATAPATH_WINDOW_MS})
+            return _applied({**result, "changed": self.app.fabric.network != previous})
 
     def _refuse(self, req) -> Response | None:
         """The answer to a write that is not authorized, or None."""

@@ -95,6 +95,11 @@ class SegmentSwitch(app_manager.RyuApp):
             self.logger.warning("datapath %016x is not in the network file; "
                                 "leaving it unprogrammed", dp.id)
             return
+        first = self.datapaths.get(hv.name)
+        if self.fabric.connection_refused(hv.name, dp.address[0],
+                                          first is not None and first.is_active):
+            dp.close()      # before anything is sent to it: it learns nothing
+            return
         self.datapaths[hv.name], self.names[dp.id] = dp, hv.name
         opts = self.fabric.network.options
         # ADD fails harmlessly if the meter survives from an earlier run;

@@ -116,7 +116,7 @@ def emulated(hypervisors: int, per_hv: int, reps: int) -> dict:
         peer.wait_listening()
         result = asyncio.run(ofload.run(
             "127.0.0.1", port, [hv.dpid for hv in net.hypervisors], ports, [10],
-            ofload.Shape(), [("hold", hold)], ready=peer.ready, connect_timeout=300,
+            ofload.Shape(), [("hold", hold)], ready=peer.ready, connect_timeout=900,
             report_flows=True))
     finally:
         peer.stop()

@@ -59,6 +59,14 @@ def main(argv=None) -> int:
         os.environ["VGUARD_TOKEN_FILE"] = os.path.abspath(args.token_file)
     if args.insecure_rest:
         os.environ["VGUARD_INSECURE_REST"] = "1"
+    if args.ofp_host not in ("127.0.0.1", "::1", "localhost"):
+        unguarded = [hv.name for hv in network.hypervisors if not hv.connect_from]
+        print(f"*** WARNING: OpenFlow over plain TCP on {args.ofp_host}:{args.ofp_port}: "
+              "anyone who reaches it can claim a hypervisor's datapath id before its "
+              "bridge does, and read its whole policy. Use TLS with a certificate per "
+              "switch (--ca-certs, --ctl-privkey, --ctl-cert, --ofp-ssl-listen-port)"
+              + (f"; hypervisors without connect_from: {', '.join(unguarded)}"
+                 if unguarded else "") + " ***", file=sys.stderr)
     shim.apply()
     from ryu.cmd import manager
     ryu_argv = ["--ofp-listen-host", args.ofp_host,

@@ -125,6 +125,9 @@ def _applied(doc: dict) -> str:
     out = f"applied in {doc['seconds']:.3f} s on: {where}"
     if doc.get("offline"):
         out += f"\noffline (get it when they connect): {', '.join(doc['offline'])}"
+    if doc.get("pending"):
+        # Not in force where it matters: say so in the exit status too.
+        raise CliError(f"{out}\nWARNING: {doc['warning']}", 4)
     return out
 
 
@@ -295,7 +298,8 @@ def main(argv=None) -> int:
         print(args.run(Client(args.url, args.token), args))
         return 0
     except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
+        # 4: applied, but not in force everywhere: not an error of the command.
+        print(str(e) if e.code == 4 else f"error: {e}", file=sys.stderr)
         return e.code
 
 

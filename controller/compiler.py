@@ -84,6 +84,8 @@ class Compiled:
         self._slices: dict[str, dict[tuple, tuple[Flow, ...]]] = \
             {hv.name: {} for hv in net.hypervisors}
         self._shared: dict = {}             # entries many hypervisors hold alike
+        # hv -> cookies added or removed since take_touched(); None: everything
+        self._touched: dict[str, set[int]] | None = None
         self._allowed = list(_allowed(net))
         self._treat = {hv.name: _Treatment(net, hv, hv.name in firewalls_down)
                        for hv in net.hypervisors}
@@ -106,6 +108,14 @@ class Compiled:
         hosts that changed and the floods of their segments."""
         self.net = net
         self._apply(net, learned, candidates, everything=False)
+
+    def take_touched(self) -> dict[str, set[int]] | None:
+        """hv -> the cookies that came or went since the last call (None:
+        since this compile began, so everything). A switch that held
+        desired[hv] then differs from it only in these."""
+        touched = self._touched
+        self._touched = {hv: set() for hv in self.desired}
+        return touched
 
     # -- internals
     def _apply(self, net: Network, learned, candidates, everything: bool) -> None:
@@ -164,14 +174,19 @@ class Compiled:
         if flows:
             self._slices[hv][key] = flows
         desired, count, keys = self.desired[hv], self._count[hv], self._keys[hv]
+        touched = self._touched[hv] if self._touched is not None else None
         for f in old:
             count[f.cookie] -= 1
             if not count[f.cookie]:
                 del count[f.cookie], desired[f.cookie], keys[f.key()]
+                if touched is not None:
+                    touched.add(f.cookie)
         for f in flows:
             if f.cookie in count:
                 count[f.cookie] += 1
                 continue
+            if touched is not None:
+                touched.add(f.cookie)
             other = keys.get(f.key())
             if other is not None:
                 raise AssertionError(f"{hv}: two entries share {f.key()}: "
@@ -251,8 +266,10 @@ def _ingress_base(net: Network, hv: Hypervisor) -> list[Flow]:
                                               CLASS_MASK),
                               goto=DESTINATION))
         flows.append(flow(INGRESS, 100, "uplink-unknown-vlan", in_port=hv.uplink_port))
-    if hv.firewall_port is not None and net.policy.steers_anything:
-        flows += _firewall_returns(net, hv)
+    if hv.firewall_port is not None:
+        flows.append(_firewall_probe(net, hv))
+        if net.policy.steers_anything:
+            flows += _firewall_returns(net, hv)
     for port, role in hv.special_ports().items():
         if role != "uplink_port":
             # The IDS port never sends; the firewall port only returns what
@@ -285,13 +302,16 @@ def _firewall_returns(net: Network, hv: Hypervisor) -> list[Flow]:
                           vlan_vid=OFPVID_PRESENT | seg.vlan, actions=[("pop_vlan",)],
                           write_metadata=(metadata(seg.vlan, firewall=True), CLASS_MASK),
                           goto=DESTINATION))
-    # The controller's health probe, sent out tagged with the first
-    # segment's VLAN, comes back like any steered frame.
-    flows.append(flow(INGRESS, 300, "firewall-probe", in_port=hv.firewall_port,
-                      vlan_vid=OFPVID_PRESENT | net.segments[0].vlan,
-                      eth_type=ETH_TYPE_PROBE, meter=CONTROLLER_METER,
-                      actions=[("controller", PACKET_IN_BYTES)]))
     return flows
+
+
+def _firewall_probe(net: Network, hv: Hypervisor) -> Flow:
+    """The controller's health probe, sent out tagged with the first
+    segment's VLAN, comes back like any steered frame. Probed whether the
+    policy steers or not: the firewall's state is known when it starts to."""
+    return flow(INGRESS, 300, "firewall-probe", in_port=hv.firewall_port,
+                vlan_vid=OFPVID_PRESENT | net.segments[0].vlan, eth_type=ETH_TYPE_PROBE,
+                meter=CONTROLLER_METER, actions=[("controller", PACKET_IN_BYTES)])
 
 
 # -- table 1: which segment the destination is in (0 = flood in own segment)

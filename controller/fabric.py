@@ -94,10 +94,13 @@ class Switch:
     read_once: bool = False
     ports_read: bool = False
     resyncs: int = 0
+    # It holds what the compile held at the last plan committed to it: the
+    # next change is only among the entries touched since (else a full diff).
+    in_line: bool = False
     given_up: bool = False        # its commits kept failing: left alone until it reconnects
     synced: bool = False
     last_sync: float | None = None
-    firewall_down: bool = False   # its committed flows treat its firewall as down
+    firewall: str = "unknown"     # as its committed flows treat its firewall: up, down, unknown
 
     @property
     def ready(self) -> bool:
@@ -115,6 +118,9 @@ class SyncPlan:
     desired: dict                 # name -> {cookie: Flow}
     firewalls_down: frozenset
     new_network: bool
+    pending: list = field(default_factory=list)   # hypervisors it changes that cannot take it now
+    incremental: set = field(default_factory=set)  # switches whose change is only the touched
+    unmeasured: frozenset = frozenset()   # of firewalls_down: no probe has returned yet
 
 
 class Fabric:
@@ -129,13 +135,16 @@ class Fabric:
         self.learned: frozenset[LearnedHost] = frozenset()
         self.compiled: Compiled | None = None
         self.switches: dict[str, Switch] = {}
+        self.held_when_gone: dict[str, set] = {}    # cookies a disconnected switch held
         self.events = deque(maxlen=EVENTS_KEPT)
         self.refused_learns: dict[str, int] = {}
+        self.refused_connections: dict[str, int] = {}   # hypervisor -> how many
         self.packet_ins = 0
         steering = network.steering
         self.firewalls = FirewallHealth(steering.probe_interval, steering.probe_misses)
         self.starting, self.started_at = True, now
-        self.next_probe, self.probing = 0.0, False
+        self.next_probe = 0.0
+        self._measured: set[str] = set()   # firewalls that returned a probe once
         self.held: list[SendFrame] = []    # frames to re-inject after the next commit
         self.to_announce: set[str] = set()  # VMs that came up or moved
         # hypervisor -> {interface name: iface-id}, from its OVSDB; until it
@@ -146,17 +155,44 @@ class Fabric:
 
     # ------------------------------------------------------------ switches
 
+    def connection_refused(self, name: str, address: str, already_connected: bool
+                           ) -> str | None:
+        """Why an OpenFlow connection claiming hypervisor `name`'s datapath id
+        is refused, or None. The first connection is never displaced: a
+        second one is an impostor, or a twin of a connection not yet known
+        dead (it is refused until the echo timeout closes the first)."""
+        hv = self.network.hypervisor(name)
+        if not hv.accepts_connection_from(address):
+            why = (f"it comes from {address}, not from "
+                   f"{', '.join(str(n) for n in hv.connect_from)} (connect_from)")
+        elif already_connected:
+            why = "the hypervisor is connected already; the first connection stays"
+        else:
+            return None
+        self.refused_connections[name] = self.refused_connections.get(name, 0) + 1
+        self.logger.error("ALARM: refused an OpenFlow connection claiming %s "
+                          "(datapath %016x): %s", name, hv.dpid, why)
+        return why
+
     def connected(self, name: str, now: float) -> list:
         hv = self.network.hypervisor(name)
         self.logger.info("%s (datapath %016x) connected", name, hv.dpid)
         self.switches[name] = Switch(name)
+        self.held_when_gone.pop(name, None)
         if hv.firewall_port is not None:
-            self.firewalls.watch(name, now)
+            self.firewalls.watch(name)
+            if self.network.policy.steers_anything and self.firewalls.unknown(name):
+                self.logger.warning("%s: the firewall is unknown until a probe returns; "
+                                    "steered traffic is %s meanwhile", name,
+                                    self._fails())
         return [ReadFlows(name)]
 
     def disconnected(self, name: str) -> list:
-        if self.switches.pop(name, None) is not None:
-            self.firewalls.forget(name)   # a fresh grace period on return
+        switch = self.switches.pop(name, None)
+        if switch is not None:
+            if switch.read_once:
+                self.held_when_gone[name] = switch.installed
+            self.firewalls.forget(name)   # unknown again when it returns
             self.logger.warning("%s disconnected; its flows stay in place "
                                 "(fail_mode=secure)", name)
         return []
@@ -185,13 +221,14 @@ class Fabric:
         switch = self.switches.get(name)
         if switch is None:
             return []
-        port = desc.number
+        port, candidates = desc.number, self.bindings.candidates()
         if deleted:
             switch.port_names.pop(port, None)
-            actions = self._lifecycle(self.bindings.port_removed(name, port, now))
+            actions = self._lifecycle(self.bindings.port_removed(name, port, now), candidates)
         else:
             switch.port_names[port] = desc.name
-            actions = self._lifecycle(self.bindings.port_added(self._port(switch, port), now))
+            actions = self._lifecycle(self.bindings.port_added(self._port(switch, port), now),
+                                      candidates)
         hv = self.network.hypervisor(name)
         what = self.port_roles(hv).get(port)
         if what is None:
@@ -232,7 +269,7 @@ class Fabric:
         switch.counters = {e.cookie: (e.packets, e.bytes) for e in entries}
         if not reconcile:
             return []
-        switch.reading, switch.read_once = False, True
+        switch.reading, switch.read_once, switch.in_line = False, True, False
         switch.installed = {e.cookie for e in entries}
         self._adopt_learned(name, entries)
         actions = []
@@ -293,6 +330,7 @@ class Fabric:
         self.learned -= gone
         self.logger.info("%s port %d: %s expired", name, port, mac)
         switch.installed.discard(cookie)
+        switch.in_line = False
         return self._sync()
 
     def _adopt_learned(self, name: str, entries: list[FlowEntry]) -> None:
@@ -312,35 +350,36 @@ class Fabric:
     # ---------------------------------------------------------------- time
 
     def tick(self, now: float) -> list:
-        """End the start-up grace; probe the firewalls while the policy steers."""
+        """End the start-up grace; probe the firewalls. They are probed
+        whether the policy steers or not, so that their state is measured,
+        not assumed, when it starts to."""
         actions = []
         if self.starting and now - self.started_at >= STARTUP_GRACE_SECONDS:
             actions += self._end_startup()
-        if not self.network.policy.steers_anything:
-            self.probing = False
-            return actions
         if now < self.next_probe:
             return actions
         steering = self.network.steering
         self.next_probe = now + steering.probe_interval
-        if not self.probing:
-            # Probing starts: silence from before counts for nothing.
-            self.probing = True
-            self.firewalls.restart(now)
         vlan = self.network.segments[0].vlan
         for name, switch in sorted(self.switches.items()):
             port = self.network.hypervisor(name).firewall_port
             if port is not None and switch.read_once:
                 actions.append(SendFrame(name, port, openflow.probe_frame(vlan, name.encode())))
         went, back = self.firewalls.evaluate(now)
+        if not self.network.policy.steers_anything:
+            return actions
         for name in sorted(went):
-            self.logger.warning(
-                "%s: the firewall is not returning steered traffic; steered traffic is %s",
-                name, "DROPPED (fail-closed)" if steering.fail == "closed"
-                else "DELIVERED DIRECTLY, UNFILTERED (fail-open)")
+            self.logger.warning("%s: the firewall is not returning steered traffic; "
+                                "steered traffic is %s", name, self._fails())
         for name in sorted(back):
-            self.logger.info("%s: the firewall returns traffic again; steering resumes", name)
+            self.logger.info("%s: the firewall returns traffic; steering %s", name,
+                             "resumes" if name in self._measured else "begins")
+            self._measured.add(name)
         return actions + (self._sync() if went or back else [])
+
+    def _fails(self) -> str:
+        return ("DROPPED (fail-closed)" if self.network.steering.fail == "closed"
+                else "DELIVERED DIRECTLY, UNFILTERED (fail-open)")
 
     def _startup_check(self) -> list:
         """End the start-up once every hypervisor's flows and ports are read
@@ -384,20 +423,25 @@ class Fabric:
         """Tell the bindings everything the hypervisor has now."""
         actions = []
         if switch.ports_read:
+            candidates = self.bindings.candidates()
             actions = self._lifecycle(self.bindings.hypervisor_ports(
-                switch.name, [self._port(switch, no) for no in switch.port_names], now))
+                switch.name, [self._port(switch, no) for no in switch.port_names], now),
+                candidates)
         return actions + self._startup_check()
 
-    def _lifecycle(self, events: list[Event]) -> list:
+    def _lifecycle(self, events: list[Event], candidates=None) -> list:
         """Log lifecycle events and keep them for the API; a VM that came,
-        went or moved re-programs the switches."""
+        went or moved re-programs the switches, and so does a change of the
+        ports bound to a VM elsewhere (candidates: as they were before), whose
+        activation entries come and go without an event."""
         for event in events:
             if event.kind in ("up", "moved"):
                 self.to_announce.add(event.vm)
             self.events.append(event)
             (self.logger.warning if event.warning else self.logger.info)(
                 "%s: %s", event.hypervisor, event.detail)
-        if any(e.kind in ("up", "down", "moved", "claimed") for e in events):
+        if any(e.kind in ("up", "down", "moved", "claimed") for e in events) or \
+                (candidates is not None and candidates != self.bindings.candidates()):
             return self._sync()
         return []
 
@@ -426,7 +470,7 @@ class Fabric:
             bindings, events = self.bindings.with_network(network, now)
         else:
             network, bindings, events = self.network, self.bindings, []
-        firewalls_down = frozenset(self.firewalls.down)
+        firewalls_down = self.firewalls_down(network)
         placed = network.placed(bindings.locations())
         # Only the slices of hosts that came, went or moved, when nothing else
         # changed; a full compile otherwise (and after a refused change).
@@ -435,15 +479,35 @@ class Fabric:
         else:
             self.compiled = Compiled(placed, self.learned, firewalls_down,
                                      bindings.candidates())
-        desired = self.compiled.desired
+        desired, touched = self.compiled.desired, self.compiled.take_touched()
         ready = {n: s for n, s in self.switches.items() if s.ready and n in desired}
-        changes = {n: diff(desired[n], s.installed) for n, s in ready.items()}
+        changes, incremental = {}, set()
+        for n, switch in ready.items():
+            if switch.in_line and touched is not None:
+                changes[n] = _diff_among(touched.get(n, ()), desired[n], switch.installed)
+                incremental.add(n)
+            else:
+                changes[n] = diff(desired[n], switch.installed)
+            switch.in_line = False        # until applied() knows the commit took it
         for n, change in sorted(changes.items()):
             if not change.empty:
                 self.logger.info("%s: committing %d deletions and %d additions",
                                  n, len(change.delete), len(change.add))
+        # Hypervisors that cannot take it now, and whose entries it changes
+        # (or whose entries nobody knows: never connected since the start).
+        pending = sorted(n for n in desired if n not in ready and (
+            self._held(n) is None or self._held(n) != desired[n].keys())) \
+            if new_network else []
         return SyncPlan(network, bindings, events, ready, changes,
-                        {n: desired[n] for n in ready}, firewalls_down, new_network)
+                        {n: desired[n] for n in ready}, firewalls_down, new_network, pending,
+                        incremental,
+                        frozenset(n for n in firewalls_down if self.firewalls.unknown(n)))
+
+    def firewalls_down(self, network: Network) -> frozenset:
+        """The hypervisors whose steered traffic fails. Firewall health
+        matters only to a policy that steers (so it recompiles nothing else)."""
+        return frozenset(self.firewalls.down) if network.policy.steers_anything \
+            else frozenset()
 
     def applied(self, plan: SyncPlan, outcome: Outcome, now: float,
                 inventory: dict | None = None) -> list:
@@ -456,7 +520,7 @@ class Fabric:
                 if inventory is not None:
                     self.inventory = dict(inventory)
             for name, switch in current.items():
-                self._in_sync(switch, plan.desired[name], plan.firewalls_down, now)
+                self._in_sync(switch, plan, name, now)
             actions = self._lifecycle(plan.events)
             held, self.held = self.held, []
             return actions + held + self._announcements()
@@ -468,14 +532,20 @@ class Fabric:
         for name, switch in current.items():
             if name in outcome.committed:
                 if plan.new_network:
-                    switch.installed = set(plan.desired[name])
+                    _take(switch, plan.changes[name])    # to be put back by the next sync
                 else:
-                    self._in_sync(switch, plan.desired[name], plan.firewalls_down, now)
+                    self._in_sync(switch, plan, name, now)
             elif name in outcome.failed:
                 actions += self._resync_after_failure(switch, outcome.failed[name],
                                                       plan.new_network)
             # else: its bundle was discarded; it holds what it held.
         return actions
+
+    def _held(self, name: str) -> set | None:
+        """What a hypervisor's switch holds as far as known: read or committed
+        while connected; as it was when it went away; None if never seen."""
+        switch = self.switches.get(name)
+        return switch.installed if switch is not None else self.held_when_gone.get(name)
 
     def result(self, plan: SyncPlan, outcome: Outcome) -> dict:
         """The answer to a change of network."""
@@ -483,15 +553,24 @@ class Fabric:
                          if hv.name not in self.switches)
         return {"ok": outcome.ok, "seconds": round(outcome.seconds, 4),
                 "applied_to": sorted(plan.switches) if outcome.ok else [],
-                "failed": outcome.failed, "offline": offline}
+                "failed": outcome.failed, "offline": offline,
+                # Hypervisors this change is for that did not take it (offline,
+                # or not in sync): it reaches them when they are read again.
+                "pending": plan.pending if outcome.ok else []}
 
-    def _in_sync(self, switch: Switch, desired: dict, firewalls_down, now: float) -> None:
-        switch.desired = dict(desired)         # a copy: the compiled state moves on
-        switch.firewall_down = switch.name in firewalls_down
-        switch.installed = set(switch.desired)
+    def _in_sync(self, switch: Switch, plan: SyncPlan, name: str, now: float) -> None:
+        """The switch took its change of `plan`: it holds what the compile held."""
+        if name in plan.incremental:
+            _take(switch, plan.changes[name])   # O(change), not O(table)
+        else:                                   # after a read or a full diff: rebuild
+            switch.desired = dict(plan.desired[name])   # a copy: the compile moves on
+            switch.installed = set(switch.desired)
+        switch.in_line = True
+        switch.firewall = "up" if name not in plan.firewalls_down else \
+            "unknown" if name in plan.unmeasured else "down"
         switch.resyncs = 0
         if not switch.synced:
-            self.logger.info("%s: in sync (%d flows)", switch.name, len(desired))
+            self.logger.info("%s: in sync (%d flows)", name, len(switch.desired))
         switch.synced, switch.last_sync = True, now
 
     def _resync_after_failure(self, switch: Switch, why: str, new_network: bool) -> list:
@@ -537,14 +616,15 @@ class Fabric:
         return roles
 
     def firewall_state(self, hv: Hypervisor) -> str:
-        """As the flows committed to the hypervisor treat it: "down" once
-        steered traffic fails closed or open there, not when first missed."""
+        """As the flows committed to the hypervisor treat it: "up", "down"
+        once steered traffic fails closed or open there (not when a probe is
+        first missed), "unknown" while none of its probes has returned."""
         if hv.firewall_port is None:
             return "none"
         if not self.network.policy.steers_anything:
             return "unused"
         switch = self.switches.get(hv.name)
-        return "down" if switch is not None and switch.firewall_down else "up"
+        return switch.firewall if switch is not None else "unknown"
 
     def counters(self) -> dict:
         """Per-rule counters as the switches last reported them (views.counters)."""
@@ -563,11 +643,32 @@ class Fabric:
                 "last_sync": switch.last_sync if switch else None,
                 "firewall": self.firewall_state(hv),
             }
-        return {"ready": all(d["synced"] for d in datapaths.values()),
+        # Not ready while a steered hypervisor's firewall is unmeasured.
+        return {"ready": all(d["synced"] and d["firewall"] != "unknown"
+                             for d in datapaths.values()),
                 "datapaths": datapaths,
                 "learned_hosts": [vars(h) for h in sorted(self.learned, key=lambda h: h.mac)],
                 "refused_learns": dict(self.refused_learns),
+                "refused_connections": dict(self.refused_connections),
                 "packet_ins": self.packet_ins}
+
+
+def _diff_among(cookies, desired: dict, installed: set) -> Plan:
+    """The change that brings `installed` to `desired`, when they can differ
+    only in `cookies`."""
+    return Plan(delete=tuple(sorted(c for c in cookies if c in installed and c not in desired)),
+                add=tuple(desired[c] for c in sorted(cookies)
+                          if c in desired and c not in installed))
+
+
+def _take(switch: Switch, change: Plan) -> None:
+    """A switch committed `change`: what it holds now."""
+    for cookie in change.delete:
+        switch.installed.discard(cookie)
+        switch.desired.pop(cookie, None)
+    for f in change.add:
+        switch.installed.add(f.cookie)
+        switch.desired[f.cookie] = f
 
 
 def _consequence(what: str) -> str:

@@ -57,6 +57,18 @@ class Hypervisor:
     ids_port: int | None = None
     learning_ports: tuple[LearningPort, ...] = ()
     ovsdb: str | None = None        # where its OVSDB serves (iface-ids of VM taps)
+    # The networks its bridge may connect from (OpenFlow); () = any. Plain
+    # TCP proves nothing else about who is on the other end.
+    connect_from: tuple = ()
+
+    def accepts_connection_from(self, address: str) -> bool:
+        if not self.connect_from:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.connect_from)
 
     def special_ports(self) -> dict[int, str]:
         """Infrastructure ports by number -> role."""
@@ -173,6 +185,10 @@ def read_document(path: str):
             text = f.read()
     except OSError as e:
         raise NetworkFileError(path, "", f"cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise NetworkFileError(path, f"line {line}", f"not UTF-8 text (byte 0x{e.object[e.start]:02x} "
+                               f"at offset {e.start})") from None
     return _yaml(text, path)
 
 
@@ -370,7 +386,7 @@ class _Parser:
             place = f"hypervisors.{name}"
             body = self.mapping(body, place, required=("dpid",),
                                 optional=("uplink_port", "firewall_port", "ids_port",
-                                          "learning_ports", "ovsdb"))
+                                          "learning_ports", "ovsdb", "connect_from"))
             dpid = body["dpid"]
             if isinstance(dpid, str):
                 try:
@@ -408,7 +424,23 @@ class _Parser:
                 ovsdb = self.ovsdb_address(body["ovsdb"], f"{place}.ovsdb")
             out.append(Hypervisor(name, dpid, body.get("uplink_port"),
                                   body.get("firewall_port"), body.get("ids_port"),
-                                  tuple(learning), ovsdb))
+                                  tuple(learning), ovsdb,
+                                  self.networks(body.get("connect_from"),
+                                                f"{place}.connect_from")))
+        return tuple(out)
+
+    def networks(self, raw: Any, place: str) -> tuple:
+        """A list of addresses or networks (10.0.0.5, 10.0.0.0/24, fd00::/64)."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or not raw:
+            self.fail(place, "must be a non-empty list of addresses or networks")
+        out = []
+        for i, item in enumerate(raw):
+            try:
+                out.append(ipaddress.ip_network(str(item), strict=False))
+            except ValueError:
+                self.fail(f"{place}[{i}]", f"not an address or network: {item!r}")
         return tuple(out)
 
     def vms(self, raw: Any, segments, hypervisors) -> tuple[VM, ...]:

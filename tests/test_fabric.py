@@ -12,6 +12,7 @@ import logging
 from collections import deque
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from controller import model
 from controller.compiler import Compiled
@@ -204,7 +205,7 @@ class Lab:
 
     def assert_in_sync(self) -> None:
         f = self.fabric
-        full = Compiled(f.placed_network, f.learned, frozenset(f.firewalls.down),
+        full = Compiled(f.placed_network, f.learned, f.firewalls_down(f.network),
                         f.bindings.candidates()).desired
         for name, switch in f.switches.items():
             if not switch.given_up:
@@ -466,25 +467,121 @@ def test_a_change_of_network_with_run_time_inventory():
 
 
 @pytest.mark.parametrize("fail", ["closed", "open"])
-def test_a_silent_firewall_fails_steered_traffic_as_the_file_says(fail):
+def test_an_unmeasured_or_silent_firewall_fails_steered_traffic_as_the_file_says(fail):
     lab = Lab(STEERED.replace("fail: closed", f"fail: {fail}"))
     lab.start()
     lab.add_port("hy", 7, "tap-roamer")
     lab.add_port("hx", 41, "tap-other")
-    assert lab.ping("other", "anchor") == {("hx", 3)}, "steered through the firewall"
+    hx = lab.net.hypervisor("hx")
+    failed = {("hx", 10)} if fail == "open" else set()
+    # No probe has come back yet: unknown, and steered traffic fails.
+    assert lab.fabric.firewall_state(hx) == "unknown" and not lab.fabric.status()["ready"]
+    assert lab.ping("other", "anchor") == failed
     lab.tick()
     assert {f.hypervisor for f in lab.frames if f.port == lab.net.hypervisor(
         f.hypervisor).firewall_port} == {"hx", "hy", "hz"}, "a probe out of every firewall"
-    for _ in range(4):            # no probe comes back
-        lab.tick(1.0)
-        lab.settle()
-    assert lab.fabric.firewall_state(lab.net.hypervisor("hx")) == "down"
-    assert lab.ping("other", "anchor") == ({("hx", 10)} if fail == "open" else set())
-    lab.assert_in_sync()
-    # A probe returns (the firewall bridges it back in): steering resumes.
-    lab.packet_in("hx", 3, Frame(PROBE_MAC, PROBE_MAC, ETH_TYPE_PROBE, vlans=(310,)))
+    probe = Frame(PROBE_MAC, PROBE_MAC, ETH_TYPE_PROBE, vlans=(310,))
+    for hv in ("hx", "hy", "hz"):           # each firewall bridges its probe back
+        lab.packet_in(hv, lab.net.hypervisor(hv).firewall_port, probe)
     lab.tick(1.0)
     lab.settle()
-    assert lab.fabric.firewall_state(lab.net.hypervisor("hx")) == "up"
+    assert lab.fabric.firewall_state(hx) == "up" and lab.fabric.status()["ready"]
+    assert lab.ping("other", "anchor") == {("hx", 3)}, "steered through the firewall"
+    lab.assert_in_sync()
+    for _ in range(4):                      # then no probe comes back
+        lab.tick(1.0)
+        lab.settle()
+    assert lab.fabric.firewall_state(hx) == "down"
+    assert lab.ping("other", "anchor") == failed
+    lab.assert_in_sync()
+    lab.packet_in("hx", 3, probe)           # back: steering resumes
+    lab.tick(1.0)
+    lab.settle()
+    assert lab.fabric.firewall_state(hx) == "up"
     assert lab.ping("other", "anchor") == {("hx", 3)}
     lab.assert_in_sync()
+
+
+def test_a_policy_that_does_not_steer_is_not_recompiled_by_firewall_health():
+    lab = Lab()
+    lab.start()
+    commits = lab.commits
+    for _ in range(5):                      # hx's firewall never answers
+        lab.tick(1.0)
+        lab.settle()
+    assert lab.commits == commits
+    assert lab.fabric.firewall_state(lab.net.hypervisor("hx")) == "unused"
+
+
+# Any sequence of events: the switches always end holding what a full
+# compile says (so the incremental diff, touched entries only, never drifts).
+EVENTS = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from(["hx", "hy", "hz"]), st.integers(40, 42),
+              st.sampled_from(["tap-roamer", "tap-other", "tap-nobody"])),
+    st.tuples(st.just("remove"), st.sampled_from(["hx", "hy", "hz"]), st.integers(40, 42)),
+    st.tuples(st.just("learn"), st.sampled_from(["02:77:00:00:00:01", "02:77:00:00:00:02",
+                                                 "02:77:00:00:00:03"])),
+    st.tuples(st.just("expire"), st.integers(0, 2)),
+    st.tuples(st.just("refuse"), st.sampled_from(["hx", "hy", "hz"])),
+    st.tuples(st.just("reconnect"), st.sampled_from(["hx", "hy", "hz"])),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(EVENTS, max_size=12))
+def test_any_sequence_of_events_ends_in_sync(events):
+    lab = Lab()
+    lab.start()
+    for event in events:
+        kind = event[0]
+        if kind == "add" and event[2] not in lab.ports[event[1]]:
+            lab.add_port(event[1], event[2], event[3])
+        elif kind == "remove" and event[2] in lab.ports[event[1]]:
+            lab.remove_port(event[1], event[2])
+        elif kind == "learn":
+            lab.packet_in("hx", 30, Frame.ipv4(event[1], lab.net.vm("anchor").mac,
+                                               "10.31.0.77"))
+        elif kind == "expire" and lab.fabric.learned:
+            host = sorted(lab.fabric.learned, key=lambda h: h.mac)[
+                event[1] % len(lab.fabric.learned)]
+            cookie = next(c for c, f in lab.tables["hx"].items()
+                          if cookie_kind(c) == KIND_LEARNED and ("eth_src", host.mac) in f.match)
+            del lab.tables["hx"][cookie]
+            lab.do(lab.fabric.flow_removed("hx", cookie, {"eth_src": host.mac, "in_port": 30}))
+            lab.settle()
+        elif kind == "refuse":
+            lab.refuse[event[1]] = 1
+        elif kind == "reconnect":
+            lab.do(lab.fabric.disconnected(event[1]))
+            lab.connect(event[1])
+            lab.settle()
+    lab.refuse.clear()
+    lab.add_port("hy", 50, "tap-last")          # one more event, all switches willing
+    lab.assert_in_sync()
+
+
+def test_a_second_connection_or_one_from_elsewhere_is_refused_and_counted():
+    lab = Lab(NETWORK.replace("hy: {dpid: 0x32, uplink_port: 1}",
+                              "hy: {dpid: 0x32, uplink_port: 1, connect_from: [192.0.2.0/24]}"))
+    f = lab.fabric
+    assert f.connection_refused("hx", "127.0.0.1", already_connected=False) is None
+    assert "connected already" in f.connection_refused("hx", "127.0.0.1",
+                                                       already_connected=True)
+    assert f.connection_refused("hy", "192.0.2.9", already_connected=False) is None
+    assert "not from 192.0.2.0/24" in f.connection_refused("hy", "198.51.100.1",
+                                                           already_connected=False)
+    assert f.status()["refused_connections"] == {"hx": 1, "hy": 1}
+
+
+def test_a_change_for_an_offline_hypervisor_is_pending_there():
+    lab = Lab()
+    lab.start()
+    lab.do(lab.fabric.disconnected("hy"))
+    steered = model.parse(STEERED, "fabric.yaml")
+    result = lab.commit(steered)
+    assert result["ok"] and result["pending"] == ["hy"] and result["offline"] == ["hy"]
+    lab.connect("hy")
+    lab.settle()
+    lab.assert_in_sync()
+    # Back in line: a change of nothing in particular is pending nowhere.
+    assert lab.commit(steered.with_policy(steered.policy))["pending"] == []

@@ -9,7 +9,7 @@ import signal
 import time
 
 from .test_model import EXAMPLE
-from .test_rest_process import TOKEN, Controller, cli
+from .test_rest_process import CLI_NOT_IN_FORCE, NOT_IN_FORCE, TOKEN, Controller, cli
 
 NEW_VM = {"interface": "vnet7", "segment": "dmz", "mac": "02:00:00:00:10:77",
           "ip": "10.0.10.77"}
@@ -32,7 +32,7 @@ def test_vms_are_added_replaced_and_removed_as_the_file_would_have_them(tmp_path
     c, _network, state = start(tmp_path)
     try:
         status, doc = c.json("PUT", "/api/v1/vms/web9", NEW_VM)
-        assert status == 200 and doc["ok"] and doc["changed"], doc
+        assert status == NOT_IN_FORCE and doc["ok"] and doc["changed"], doc
         assert vms(c)["web9"]["binding"] == {"by": "interface", "interface": "vnet7",
                                             "up": False, "hypervisor": None, "ofport": None,
                                             "since": None, "candidates": []}
@@ -50,12 +50,13 @@ def test_vms_are_added_replaced_and_removed_as_the_file_would_have_them(tmp_path
         # Replace a VM of the file; remove one; a VM with a policy rule stays.
         assert c.json("PUT", "/api/v1/vms/web2", {"hypervisor": "hv1", "port": 21,
                                                   "segment": "dmz", "mac": "02:00:00:00:10:02",
-                                                  "ip": "10.0.10.2"})[0] == 200
+                                                  "ip": "10.0.10.2"})[0] == NOT_IN_FORCE
         assert vms(c)["web2"]["port"] == 21
-        assert c.json("PUT", "/api/v1/policy/vms/web3", {"mode": "quarantine"})[0] == 200
+        assert c.json("PUT", "/api/v1/policy/vms/web3", {"mode": "quarantine"})[0] == \
+            NOT_IN_FORCE
         status, doc = c.json("DELETE", "/api/v1/vms/web3")
         assert status == 409 and "web3" in doc["error"], doc
-        assert c.json("DELETE", "/api/v1/vms/web1")[0] == 200
+        assert c.json("DELETE", "/api/v1/vms/web1")[0] == NOT_IN_FORCE
         assert "web1" not in vms(c)
         assert c.json("DELETE", "/api/v1/vms/web1")[0] == 404
         assert c.json("PUT", "/api/v1/vms/web9", NEW_VM, token=None)[0] == 401
@@ -78,7 +79,7 @@ def test_reload_applies_a_changed_file_and_a_bad_one_changes_nothing(tmp_path):
     try:
         network.write_text(network.read_text().replace("ip: 10.0.10.3}", "ip: 10.0.10.33}"))
         status, doc = c.json("POST", "/api/v1/reload")
-        assert status == 200 and doc["ok"] and doc["changed"], doc
+        assert status == NOT_IN_FORCE and doc["ok"] and doc["changed"], doc
         assert vms(c)["web3"]["ip"] == "10.0.10.33"
         good = network.read_text()
         network.write_text(good.replace('mac: "02:00:00:00:10:03"', 'mac: "02:00:00:00:10:01"'))
@@ -109,16 +110,16 @@ def test_the_cli_adds_removes_and_reloads(tmp_path):
     try:
         run = cli(c, "vm", "add", "web9", "--segment", "dmz", "--mac", NEW_VM["mac"],
                   "--ip", NEW_VM["ip"], "--interface", "vnet7")
-        assert run.returncode == 0 and "applied" in run.stdout, run.stderr
+        assert run.returncode == CLI_NOT_IN_FORCE and "applied" in run.stderr, run.stderr
         row = next(line for line in cli(c, "vms").stdout.splitlines()
                    if line.startswith("web9"))
         assert row.split()[1:3] == ["interface", "down"], row
         run = cli(c, "vm", "add", "web8", "--segment", "dmz", "--mac", "zz", "--ip", "1.2.3.4",
                   "--interface", "vnet8")
         assert run.returncode == 1 and "vms.web8.mac: not a MAC address" in run.stderr
-        assert cli(c, "vm", "remove", "web9").returncode == 0
+        assert cli(c, "vm", "remove", "web9").returncode == CLI_NOT_IN_FORCE
         assert cli(c, "reload").stdout.startswith("no change")
         assert cli(c, "events").returncode == 0
-        assert cli(c, "vm", "web1", "mirror").returncode == 0     # the mode, as before
+        assert cli(c, "vm", "web1", "mirror").returncode == CLI_NOT_IN_FORCE   # the mode
     finally:
         c.stop()

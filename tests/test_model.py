@@ -132,6 +132,12 @@ BAD_DOCS = {
                      "vms.web2.ip", ["already used", "web1"]),
     "duplicate VLAN": (lambda d: d["segments"]["internal"].update(vlan=10),
                        "segments.internal.vlan", ["already used", "dmz"]),
+    "connect_from not an address": (
+        lambda d: d["hypervisors"]["hv1"].update(connect_from=["10.0.0.300"]),
+        "hypervisors.hv1.connect_from[0]", ["not an address or network"]),
+    "connect_from not a list": (
+        lambda d: d["hypervisors"]["hv1"].update(connect_from="10.0.0.1"),
+        "hypervisors.hv1.connect_from", ["non-empty list"]),
     "duplicate dpid": (lambda d: d["hypervisors"]["hv2"].update(dpid=1),
                        "hypervisors.hv2.dpid", ["already used", "hv1"]),
     "duplicate dpid written in hex": (
@@ -319,3 +325,24 @@ def test_parse_names_the_given_source(example_doc):
     with pytest.raises(NetworkFileError) as exc_info:
         model.parse(yaml.safe_dump(bad), source="inline.yaml")
     assert str(exc_info.value).startswith("inline.yaml: vms.web1.segment: ")
+
+
+def test_a_file_that_is_not_utf8_is_refused_with_its_place(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(EXAMPLE.read_bytes().replace(b"# The demo", b"# Th\xe9 demo", 1))
+    with pytest.raises(model.NetworkFileError) as e:
+        model.read_document(str(path))
+    assert str(e.value).startswith(f"{path}: line 2: not UTF-8 text (byte 0xe9")
+
+
+def test_connect_from_takes_addresses_and_networks():
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["hypervisors"]["hv1"]["connect_from"] = ["192.0.2.7", "198.51.100.0/24", "fd00::/64"]
+    hv1 = model.from_document(doc, "x.yaml").hypervisor("hv1")
+    assert hv1.accepts_connection_from("192.0.2.7")
+    assert hv1.accepts_connection_from("198.51.100.200")
+    assert hv1.accepts_connection_from("fd00::5")
+    assert not hv1.accepts_connection_from("192.0.2.8")
+    assert not hv1.accepts_connection_from("not-an-address")
+    assert model.from_document(doc, "x.yaml").hypervisor("hv2").accepts_connection_from(
+        "203.0.113.1"), "without connect_from: any"

@@ -26,6 +26,12 @@ TOKEN = "test-token-0123456789abcdef"
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+# No switch is connected to these controllers: a change is in force on no
+# hypervisor yet, and the answer says so (202, pending: every hypervisor).
+NOT_IN_FORCE = 202
+CLI_NOT_IN_FORCE = 4
+
+
 class Controller:
     """`python -m controller` on free ports, stopped by its PID."""
 
@@ -127,20 +133,21 @@ def _schemathesis(controller, cwd, *options):
 
 def test_cli_reads_and_changes_the_policy(controller):
     run = cli(controller, "set", "pair", "dmz", "internal", "mirror")
-    assert run.returncode == 0 and "applied" in run.stdout, run.stderr
+    assert run.returncode == CLI_NOT_IN_FORCE and "applied" in run.stderr, run.stderr
+    assert "WARNING: NOT in force on hv1, hv2" in run.stderr
     run = cli(controller, "matrix")
     rows = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines()[2:]}
     assert rows["dmz"] == ["allow", "mirror", "deny"], run.stdout
     assert rows["internal"] == ["mirror", "allow", "deny"], run.stdout
     run = cli(controller, "quarantine", "web2")
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == CLI_NOT_IN_FORCE, run.stderr
     vms = {line.split()[0]: line for line in cli(controller, "vms").stdout.splitlines()}
     assert "quarantine" in vms["web2"] and "quarantine" not in vms["web1"]
     policy = cli(controller, "policy").stdout
     assert re.search(r"pair\s+dmz <-> internal\s+mirror", policy), policy
-    assert cli(controller, "release", "web2").returncode == 0
+    assert cli(controller, "release", "web2").returncode == CLI_NOT_IN_FORCE
     assert cli(controller, "release", "web2").stdout.startswith("no change")
-    assert cli(controller, "set", "pair", "dmz", "internal", "deny").returncode == 0
+    assert cli(controller, "set", "pair", "dmz", "internal", "deny").returncode == CLI_NOT_IN_FORCE
     for command in (["status"], ["counters"], ["audit"]):
         assert cli(controller, *command).returncode == 0, command
 
@@ -194,8 +201,10 @@ def test_changes_survive_a_restart_and_the_file_says_what_is_in_force(tmp_path):
     c = Controller(tmp_path, "--state-file", str(state),
                    env={"VGUARD_API_TOKEN": TOKEN}).start()
     try:
-        assert c.json("PUT", "/api/v1/policy/vms/db1", {"mode": "quarantine"})[0] == 200
-        assert c.json("PUT", "/api/v1/policy/segments/dmz", {"mode": "deny"})[0] == 200
+        assert c.json("PUT", "/api/v1/policy/vms/db1", {"mode": "quarantine"})[0] == \
+            NOT_IN_FORCE
+        assert c.json("PUT", "/api/v1/policy/segments/dmz", {"mode": "deny"})[0] == \
+            NOT_IN_FORCE
         # No change: still 200, nothing rewritten.
         saved = state.read_text()
         status, doc = c.json("PUT", "/api/v1/policy/segments/dmz", {"mode": "deny"})
@@ -229,8 +238,8 @@ def test_insecure_rest_accepts_writes_and_says_so_loudly(tmp_path):
     c = Controller(tmp_path, "--state-file", str(tmp_path / "p.json"),
                    "--insecure-rest").start()
     try:
-        status, _ = c.json("PUT", "/api/v1/policy/default", {"mode": "deny"}, token=None)
-        assert status == 200
+        status, doc = c.json("PUT", "/api/v1/policy/default", {"mode": "deny"}, token=None)
+        assert status == NOT_IN_FORCE and doc["ok"] and doc["pending"] == ["hv1", "hv2"], doc
         log = c.log.read_text()
         assert "INSECURE: --insecure-rest" in log
         assert "INSECURE: unauthenticated PUT /api/v1/policy/default" in log
@@ -242,6 +251,7 @@ def test_metrics_are_prometheus_text(controller):
     # Per-switch families (flows, mirrored, dropped) have samples only with
     # switches connected: the lab test checks those.
     before = metrics(controller.url)
+    # Already allow: nothing changes, so 200 although no switch is connected.
     assert controller.json("PUT", "/api/v1/policy/default", {"mode": "allow"})[0] == 200
     after = metrics(controller.url)
     assert after["vguard_hypervisors_connected"][()] == 0
