@@ -1,5 +1,8 @@
 """Confirmed, all-or-nothing changes across several switches (Ryu glue).
 
+(Or, for a sync that only brings switches in line, one phase: each switch
+stages and commits its bundle at once, atomic on that switch.)
+
 OpenFlow bundles are atomic on one switch. Across switches this runs two
 phases: every switch first receives its whole bundle (open, messages,
 close) and confirms it with a barrier, so a message a switch rejects is
@@ -51,12 +54,24 @@ class Committer:
         self._errors[(dpid, xid)] = description
 
     # -- used from greenthreads
-    def commit(self, changes: list[Change]) -> Outcome:
+    def commit(self, changes: list[Change], two_phase: bool = True) -> Outcome:
+        """two_phase False: each switch's bundle is staged and committed at
+        once (one round trip), atomic on that switch only: for bringing
+        switches in line, where one that fails is read again and retried
+        whatever the others did."""
         started = time.monotonic()
         changes = [c for c in changes if c.messages]
         if not changes:
             return Outcome(True, 0.0)
         ids = {c.name: next(self._bundle_ids) for c in changes}
+        if not two_phase:
+            sent = {c.name: self._send(c, openflow.bundle_staged(c.datapath, ids[c.name],
+                                                                 c.messages)
+                                       + [openflow.bundle_commit(c.datapath, ids[c.name])])
+                    for c in changes}
+            failed = self._confirm(changes, sent)
+            return Outcome(not failed, time.monotonic() - started,
+                           [c.name for c in changes if c.name not in failed], failed)
         staged = {c.name: self._send(c, openflow.bundle_staged(c.datapath, ids[c.name],
                                                                 c.messages))
                   for c in changes}

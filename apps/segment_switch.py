@@ -231,7 +231,9 @@ class SegmentSwitch(app_manager.RyuApp):
                 changes.append(Change(name, dp, [openflow.flow_delete(dp, c)
                                                  for c in change.delete]
                                       + [openflow.flow_add(dp, f) for f in change.add]))
-            outcome = self.committer.commit(changes)
+            # A change of network is all or nothing across switches; a sync
+            # brings each in line on its own (one that fails is read again).
+            outcome = self.committer.commit(changes, two_phase=plan.new_network)
             actions = self.fabric.applied(plan, outcome, time.time(), inventory)
         self._do(actions)
         return self.fabric.result(plan, outcome)

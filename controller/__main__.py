@@ -7,11 +7,23 @@ variables, so `ryu-manager apps.segment_switch` can be run by hand too.
 """
 from __future__ import annotations
 
-import argparse
-import os
-import sys
+import warnings
 
-from . import auth, model, shim, store
+with warnings.catch_warnings():
+    # eventlet warns that it is in maintenance mode; Ryu 4.34 needs it anyway.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import eventlet
+# Green threads before any module makes a lock. Ryu's manager patches
+# threads only inside its main(), after logging and Ryu's own imports have
+# made RLocks that eventlet can no longer reach ("N RLock(s) were not
+# greened"): a lock held by one green thread would then block them all.
+eventlet.monkey_patch()
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from . import auth, model, shim, store  # noqa: E402
 
 APPS = ["apps.segment_switch"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,7 +71,8 @@ def main(argv=None) -> int:
         os.environ["VGUARD_TOKEN_FILE"] = os.path.abspath(args.token_file)
     if args.insecure_rest:
         os.environ["VGUARD_INSECURE_REST"] = "1"
-    if args.ofp_host not in ("127.0.0.1", "::1", "localhost"):
+    if args.ofp_host not in ("127.0.0.1", "::1", "localhost") and \
+            not any(a.startswith("--ctl-privkey") for a in ryu_args):
         unguarded = [hv.name for hv in network.hypervisors if not hv.connect_from]
         print(f"*** WARNING: OpenFlow over plain TCP on {args.ofp_host}:{args.ofp_port}: "
               "anyone who reaches it can claim a hypervisor's datapath id before its "

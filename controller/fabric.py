@@ -295,7 +295,8 @@ class Fabric:
         self.packet_ins += 1
         if in_port == self.network.hypervisor(name).firewall_port:
             self.firewalls.probe_returned(name, now)
-            return []
+            # A firewall that was down or unknown is up at once, not at the next tick.
+            return self._firewalls_evaluated(now) if name in self.firewalls.down else []
         mac = ":".join(f"{b:02x}" for b in frame[6:12])
         held = SendFrame(name, in_port, frame, through_pipeline=True)
         if (name, in_port) in {(hv, p) for _vm, hv, p in self.bindings.candidates()}:
@@ -365,9 +366,14 @@ class Fabric:
             port = self.network.hypervisor(name).firewall_port
             if port is not None and switch.read_once:
                 actions.append(SendFrame(name, port, openflow.probe_frame(vlan, name.encode())))
+        return actions + self._firewalls_evaluated(now)
+
+    def _firewalls_evaluated(self, now: float) -> list:
+        """Firewalls that went down or came back: logged, and the switches
+        re-programmed if the policy steers."""
         went, back = self.firewalls.evaluate(now)
         if not self.network.policy.steers_anything:
-            return actions
+            return []
         for name in sorted(went):
             self.logger.warning("%s: the firewall is not returning steered traffic; "
                                 "steered traffic is %s", name, self._fails())
@@ -375,7 +381,7 @@ class Fabric:
             self.logger.info("%s: the firewall returns traffic; steering %s", name,
                              "resumes" if name in self._measured else "begins")
             self._measured.add(name)
-        return actions + (self._sync() if went or back else [])
+        return self._sync() if went or back else []
 
     def _fails(self) -> str:
         return ("DROPPED (fail-closed)" if self.network.steering.fail == "closed"
