@@ -24,7 +24,7 @@ from ryu.app.wsgi import WSGIApplication  # noqa: E402
 from ryu.base import app_manager  # noqa: E402
 from ryu.controller import ofp_event  # noqa: E402
 from ryu.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER,  # noqa: E402
-                                    MAIN_DISPATCHER, set_ev_cls)
+                                    HANDSHAKE_DISPATCHER, MAIN_DISPATCHER, set_ev_cls)
 from ryu.lib import hub  # noqa: E402
 from ryu.ofproto import ofproto_v1_3 as ofp13  # noqa: E402
 
@@ -42,6 +42,7 @@ COUNTER_POLL_SECONDS = 2.0   # how fresh the per-rule counters in the API are, a
 # busy parsing them (100 hypervisors x 10,000 entries: one round per 50 s).
 COUNTER_ENTRIES_PER_SECOND = 20_000
 AUDIT_READ_SECONDS = 5.0     # how long the audit waits for a switch's flows
+HANDSHAKE_SECONDS = 10.0     # an OpenFlow peer that is no switch by then is closed
 
 
 def _port(desc) -> PortDesc:
@@ -86,6 +87,18 @@ class SegmentSwitch(app_manager.RyuApp):
         """The hypervisor of a datapath, if it is the connection in use."""
         name = self.names.get(dp.id)
         return name if name is not None and self.datapaths.get(name) is dp else None
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, HANDSHAKE_DISPATCHER)
+    def connection_opened(self, ev):
+        hub.spawn_after(HANDSHAKE_SECONDS, self._close_unless_switch, ev.datapath)
+
+    def _close_unless_switch(self, dp) -> None:
+        """A peer that never completed the handshake would hold its
+        connection for ever (Ryu sends it no echo): close it."""
+        if dp.is_active and dp.state != MAIN_DISPATCHER and dp.state != DEAD_DISPATCHER:
+            self.logger.warning("closing the OpenFlow connection from %s: no handshake "
+                                "within %.0f s", dp.address, HANDSHAKE_SECONDS)
+            dp.close()
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_connected(self, ev):

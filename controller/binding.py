@@ -77,6 +77,8 @@ class Bindings:
         self._active: dict[str, Place] = {}        # vm -> the port it runs on
         self._since: dict[str, float] = {}         # vm -> when it came up or went down
         self._unknown_told: set[tuple[str, str]] = set()
+        self._claimed: dict[Place, str] = {}       # ports bound to a VM -> the VM
+        self._candidates: frozenset | None = None  # cached until something changes
         self._use(net)
 
     def _use(self, net: Network) -> None:
@@ -93,6 +95,9 @@ class Bindings:
         for hv in net.hypervisors:
             self._known |= {(hv.name, p) for p in hv.special_ports()}
             self._known |= {(hv.name, lp.port) for lp in hv.learning_ports}
+        self._claimed = {place: vm for place, port in self._ports.items()
+                         if (vm := self.claimant(port)) is not None}
+        self._candidates = None
 
     # ------------------------------------------------------------ queries
 
@@ -105,10 +110,8 @@ class Bindings:
     def _claims(self) -> dict[str, list[Place]]:
         """vm -> the ports bound to it, oldest first."""
         out: dict[str, list[Place]] = {}
-        for place in sorted(self._ports, key=lambda p: (self._first_seen[p], p)):
-            vm = self.claimant(self._ports[place])
-            if vm is not None:
-                out.setdefault(vm, []).append(place)
+        for place in sorted(self._claimed, key=lambda p: (self._first_seen[p], p)):
+            out.setdefault(self._claimed[place], []).append(place)
         return out
 
     def locations(self) -> dict[str, Place]:
@@ -119,6 +122,8 @@ class Bindings:
         """(vm, hypervisor, ofport): ports bound to a VM after the one it runs
         on (a migration's destination); a frame from the VM's MAC there moves
         it. Older ports still bound to it (the source) forward nothing."""
+        if self._candidates is not None:
+            return self._candidates
         out = set()
         for vm, places in self._claims().items():
             active = self._active.get(vm)
@@ -126,7 +131,8 @@ class Bindings:
                 if active is not None and place != active and \
                         self._first_seen[place] > self._first_seen[active]:
                     out.add((vm, *place))
-        return frozenset(out)
+        self._candidates = frozenset(out)
+        return self._candidates
 
     def binding(self, vm: str) -> dict:
         """How a VM is bound and where it is, for the API. A VM the file
@@ -203,6 +209,9 @@ class Bindings:
         place = (port.hypervisor, port.ofport)
         self._ports[place] = port
         self._first_seen[place] = now
+        self._candidates = None
+        if (vm := self.claimant(port)) is not None:
+            self._claimed[place] = vm
         key = (port.hypervisor, port.name)
         if self.claimant(port) is None and place not in self._known \
                 and not port.pending and key not in self._unknown_told:
@@ -215,11 +224,14 @@ class Bindings:
     def _drop(self, place: Place) -> None:
         self._ports.pop(place, None)
         self._first_seen.pop(place, None)
+        self._claimed.pop(place, None)
+        self._candidates = None
 
     def _settle(self, now: float, chosen: dict | None = None) -> list[Event]:
         """Give every VM its port after a change (`chosen`: where a guest
         showed it runs); the events it made."""
         chosen = chosen or {}
+        self._candidates = None
         claims = self._claims()
         events = []
         for vm in sorted(set(claims) | set(self._active)):

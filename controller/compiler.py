@@ -14,6 +14,8 @@ and a property test checks the two agree.
 """
 from __future__ import annotations
 
+import functools
+
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
@@ -44,17 +46,38 @@ class LearnedHost:
     port: int
 
 
-def hosts(net: Network, learned: frozenset[LearnedHost] = frozenset()) -> list[Host]:
+def hosts(net: Network, learned: frozenset[LearnedHost] = frozenset(),
+          cache: dict | None = None, kept: dict | None = None) -> list[Host]:
+    """cache: id(VM) -> (VM, Host) from the last call, and kept: where this
+    call leaves its own (only the VMs of `net`, so it never grows): a VM
+    object that did not change gives the same Host object (most of them, on
+    every event), so telling what changed is mostly identity checks."""
     vlan = {s.name: s.vlan for s in net.segments}
-    # A bound VM that is not up anywhere has no place: nothing is delivered to it.
-    out = [Host(v.mac, v.hypervisor, v.port, vlan[v.segment], str(v.ip), v.name)
-           for v in net.vms if v.port is not None]
+    out = []
+    for v in net.vms:
+        if v.port is None:
+            continue   # a bound VM that is not up anywhere: nothing is delivered to it
+        known = cache.get(id(v)) if cache is not None else None
+        if known is not None and known[0] is v:
+            host = known[1]
+        else:
+            host = Host(v.mac, v.hypervisor, v.port, vlan[v.segment], _text(v.ip), v.name)
+        if kept is not None:
+            kept[id(v)] = (v, host)
+        out.append(host)
     port_segment = {(h.name, lp.port): lp.segment
                     for h in net.hypervisors for lp in h.learning_ports}
     for lh in sorted(learned, key=lambda h: h.mac):
         out.append(Host(lh.mac, lh.hypervisor, lh.port,
                         vlan[port_segment[(lh.hypervisor, lh.port)]]))
     return out
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _text(ip) -> str:
+    """An address as text (ipaddress's str() is slow, and every event needs
+    every VM's)."""
+    return str(ip)
 
 
 def compile_network(net: Network, learned: frozenset[LearnedHost] = frozenset(),
@@ -90,6 +113,7 @@ class Compiled:
         self._treat = {hv.name: _Treatment(net, hv, hv.name in firewalls_down)
                        for hv in net.hypervisors}
         self.hosts: dict[str, Host] = {}
+        self._host_cache: dict = {}
         self.learned: frozenset[LearnedHost] = frozenset()
         self.candidates: frozenset = frozenset()
         for hv in net.hypervisors:
@@ -119,17 +143,24 @@ class Compiled:
 
     # -- internals
     def _apply(self, net: Network, learned, candidates, everything: bool) -> None:
-        new_hosts = {h.mac: h for h in hosts(net, learned)}
+        kept = {}
+        new_hosts = {h.mac: h for h in hosts(net, learned, self._host_cache, kept)}
+        self._host_cache = kept
         cand = defaultdict(list)
         for vm, hv, port in candidates:
             cand[vm].append((hv, port))
         old_cand = defaultdict(list)
         for vm, hv, port in self.candidates:
             old_cand[vm].append((hv, port))
-        changed = {mac for mac in new_hosts.keys() | self.hosts.keys()
-                   if everything or new_hosts.get(mac) != self.hosts.get(mac)
-                   or (new_hosts.get(mac) and new_hosts[mac].vm and
-                       sorted(cand[new_hosts[mac].vm]) != sorted(old_cand[new_hosts[mac].vm]))}
+        moved_candidates = {vm for vm in cand.keys() | old_cand.keys()
+                            if sorted(cand.get(vm, ())) != sorted(old_cand.get(vm, ()))}
+        changed = set() if not everything else new_hosts.keys() | self.hosts.keys()
+        if not everything:
+            for mac in new_hosts.keys() | self.hosts.keys():
+                new, old = new_hosts.get(mac), self.hosts.get(mac)
+                if (new is not old and new != old) or \
+                        (new is not None and new.vm in moved_candidates):
+                    changed.add(mac)
         vlans = {h.vlan for mac in changed for h in (new_hosts.get(mac), self.hosts.get(mac))
                  if h is not None}
         ports = {(lh.hypervisor, lh.port) for lh in learned ^ self.learned}

@@ -13,6 +13,14 @@
    The replacement configures the context once, when the server is built,
    and wraps each accepted connection with it.
 
+3. Ryu's REST server is eventlet's WSGI server with its defaults: no read
+   timeout and a pool of 1,024 connections whose accept blocks when full,
+   so ~1,000 idle connections that never finish their headers (anyone who
+   reaches the port can open them) stop health and metrics from answering.
+   The replacement reads each request within REST_READ_SECONDS and serves
+   up to REST_MAX_CONNECTIONS at once; past that a connection gets a 503
+   and is closed, instead of waiting in the accept queue.
+
 Call apply() before anything imports ryu.app.wsgi (so also before Ryu opens
 its OpenFlow listener); calling it again does nothing.
 """
@@ -29,12 +37,54 @@ LOG = logging.getLogger(__name__)
 # A client that connects and never completes the handshake is dropped after
 # this long (Ryu's Datapath sets its own timeout once the switch is in).
 TLS_HANDSHAKE_TIMEOUT = 10.0
+REST_READ_SECONDS = 10.0         # a request's line, headers and body, or the connection goes
+REST_MAX_CONNECTIONS = 4096      # served at once (file descriptors allowing)
+REST_BACKLOG = 1024
+REST_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: 60\r\n\r\n"
+                b'{"error": "too many connections to the REST API; try again"}')
 
 
 def apply() -> None:
     if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
         eventlet.wsgi.ALREADY_HANDLED = object()
     _fix_tls_listener()
+    _bound_rest_server()
+
+
+class _CappedPool(eventlet.GreenPool):
+    """A pool that refuses, rather than waits, when it is full."""
+
+    def spawn(self, function, connection):
+        if self.free() > 0:
+            return super().spawn(function, connection)
+        return eventlet.spawn(_refuse, connection)
+
+
+def _refuse(connection) -> None:
+    try:
+        connection[1].sendall(REST_REFUSAL)
+    except OSError:
+        pass
+
+
+def _bound_rest_server() -> None:
+    from ryu.lib import hub
+
+    if getattr(hub.WSGIServer.serve_forever, "_vguard_bounded", False):
+        return
+
+    def serve_forever(self):
+        self.logger = hub.LoggingWrapper()
+        # eventlet listens with a backlog of 50: a burst of connections
+        # would wait in SYN retries, not in the accept queue.
+        self.server.listen(REST_BACKLOG)
+        eventlet.wsgi.server(self.server, self.handle, self.logger,
+                             socket_timeout=REST_READ_SECONDS,
+                             custom_pool=_CappedPool(REST_MAX_CONNECTIONS))
+
+    serve_forever._vguard_bounded = True
+    hub.WSGIServer.serve_forever = serve_forever
 
 
 def _fix_tls_listener() -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,8 +72,9 @@ class Controller:
                 self.proc.wait()
 
     def call(self, method, path, body=None, token=None, content_type="application/json",
-             raw=None):
-        return rest_client.request(self.url, method, path, body, token, content_type, raw)
+             raw=None, timeout=10):
+        return rest_client.request(self.url, method, path, body, token, content_type, raw,
+                                   timeout)
 
     def json(self, method, path, body=None, token=TOKEN):
         status, text = self.call(method, path, body, token)
@@ -275,3 +278,27 @@ def metrics(url: str) -> dict:
             out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = \
                 sample.value
     return out
+
+
+def test_idle_connections_do_not_stop_health_or_metrics(tmp_path):
+    """2,000 connections that never finish their request headers (beyond
+    eventlet's default pool of 1,024): health and metrics still answer."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    c = Controller(tmp_path).start()
+    idle = []
+    try:
+        host, port = c.url.removeprefix("http://").split(":")
+        for _ in range(2000):
+            s = socket.create_connection((host, int(port)))
+            s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")    # never finished
+            idle.append(s)
+        started = time.monotonic()
+        assert c.call("GET", "/api/v1/health", timeout=5)[0] == 200
+        assert c.call("GET", "/metrics", timeout=5)[0] == 200
+        assert time.monotonic() - started < 5
+    finally:
+        for s in idle:
+            s.close()
+        c.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -6,6 +6,7 @@ committing only where something changes."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 from bench import ofload
@@ -78,3 +79,21 @@ def test_the_shim_commits_what_the_core_compiles(tmp_path):
     # Boot and migration change every switch (the VM's destination entries),
     # in at most one bundle per event each (events close together may share one).
     assert all(1 <= n <= 3 for n in commits), commits
+
+
+HANDSHAKE_SECONDS = 10     # apps/segment_switch.py's (not imported: it would load Ryu here)
+
+
+def test_an_openflow_peer_that_never_says_hello_is_closed(tmp_path):
+    c = Controller(tmp_path).start()
+    try:
+        s = socket.create_connection(("127.0.0.1", c.ofp_port))
+        s.settimeout(HANDSHAKE_SECONDS + 10)
+        started, received = time.monotonic(), b""
+        while chunk := s.recv(4096):         # until the controller closes it
+            received += chunk
+        assert time.monotonic() - started < HANDSHAKE_SECONDS + 5
+        assert received[:2] == b"\x04\x00", "only the controller's HELLO"
+        assert "no handshake within" in c.log.read_text()
+    finally:
+        c.stop()
