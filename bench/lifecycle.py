@@ -39,7 +39,7 @@ from .peers import Vguard
 
 MOVER_PORT, MOVER_NAME = 999, "mover0"
 QUIET = 0.3
-SIZES = "10x100,50x20"
+SIZES = "10x100,50x20,100x100"
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 

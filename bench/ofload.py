@@ -170,6 +170,7 @@ class Switch:
         self.bundles: dict[int, Bundle] = {}
         # (table, priority, match bytes) -> (cookie, flow-mod body: for flow stats)
         self.flows: dict[tuple, tuple[int, bytes]] = {}
+        self.by_cookie: dict[int, set] = {}          # cookie -> keys of self.flows
         self.report_flows = False
         self.flow_mods = 0                           # applied, bundled or not
         self.bundled = self.commits = 0              # bundle adds accepted, commits done
@@ -309,14 +310,24 @@ class Switch:
         self.flow_mods += 1
         self._answered(macs_in_match(body, 40))       # the packet-ins it answers
         if command == FC_ADD:
-            self.flows[(table, priority, match)] = (cookie, body)
+            key = (table, priority, match)
+            if key in self.flows:
+                self.by_cookie[self.flows[key][0]].discard(key)
+            self.flows[key] = (cookie, body)
+            self.by_cookie.setdefault(cookie, set()).add(key)
         elif command in (FC_DELETE, FC_DELETE_STRICT):
             any_match = command == FC_DELETE and match_len == 8     # no OXM fields
-            for key, (c, _) in list(self.flows.items()):
+            # An exact cookie looks up its entries, as OVS's cookie index does;
+            # any other mask scans the table.
+            keys = list(self.by_cookie.get(cookie, ())) if mask == 0xFFFFFFFFFFFFFFFF \
+                else list(self.flows)
+            for key in keys:
+                c = self.flows[key][0]
                 if (c & mask == cookie & mask and table in (OFPTT_ALL, key[0])
                         and (any_match or key[2] == match)
                         and (command == FC_DELETE or key[1] == priority)):
                     del self.flows[key]
+                    self.by_cookie[c].discard(key)
 
     def flow_stats(self, xid: int, request: bytes) -> None:
         """The table's entries whose cookie matches the request's cookie/mask

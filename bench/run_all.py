@@ -20,7 +20,7 @@ BENCHMARKS = {
     "controller_load": 240,
     "policy_change": 180,
     "enforcement": 240,
-    "lifecycle": 420,
+    "lifecycle": 900,
     "dataplane": 420,
     "convergence": 360,
     "restart": 240,

@@ -3,5 +3,5 @@
 # Faucet in .venv-faucet). Extra arguments: benchmark names to run only those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh bench
 exec .venv/bin/python -m bench.run_all "$@"

@@ -684,6 +684,3 @@ def _consequence(what: str) -> str:
         return "VMs on other hypervisors are unreachable"
     return "frames for it are dropped"
 
-
-__all__ = ["Fabric", "FlowEntry", "Outcome", "PortDesc", "ReadFlows", "SendFrame", "SYNC",
-           "SyncPlan", "Plan"]

@@ -3,5 +3,5 @@
 # report. Exits non-zero if any expected property fails. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh demo
 exec .venv/bin/python -m topologies.demo "${1:-examples/consolidated.yaml}"

@@ -2,11 +2,22 @@
 # Idempotent set-up for a fresh Debian 12 machine, as root: Debian packages,
 # Open vSwitch running, and a virtual environment (.venv) that also sees
 # Debian's mininet. Safe to run again; it only does what is missing.
+#   bash scripts/setup.sh [demo|test|bench]
+# demo (the default): what the demo lab needs; test: and what the test
+# suite needs; bench: and the baselines the benchmarks run (Faucet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+profile=${1:-demo}
+case "$profile" in
+    demo|test|bench) ;;
+    *) echo "usage: scripts/setup.sh [demo|test|bench]" >&2; exit 2 ;;
+esac
 
-APT_PACKAGES=(openvswitch-switch mininet iputils-ping iperf3 tcpdump ethtool
-              nftables dsniff iproute2 procps psmisc openssl docker-compose)
+APT_PACKAGES=(openvswitch-switch mininet iputils-ping tcpdump ethtool nftables
+              dsniff iproute2 procps psmisc)
+if [ "$profile" != demo ]; then
+    APT_PACKAGES+=(iperf3 openssl docker-compose)
+fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -34,19 +45,26 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     /usr/bin/python3 -m venv --system-site-packages .venv
 fi
-stamp=.venv/.requirements.sha256
+# The demo: the controller's requirements and scapy (crafted frames), at the
+# versions requirements.txt pins; the tests and benchmarks: all of it.
+if [ "$profile" = demo ]; then
+    requirements=(-r requirements-controller.txt "$(grep -E '^scapy==' requirements.txt)")
+else
+    requirements=(-r requirements.txt)
+fi
+stamp=.venv/.requirements-$profile.sha256
 want=$(cat requirements.txt requirements-controller.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setup: installing Python requirements"
+    echo "setup: installing Python requirements ($profile)"
     # Ryu 4.34's setup.py needs an old setuptools and no build isolation.
     .venv/bin/pip install -q 'setuptools<67' wheel
-    .venv/bin/pip install -q --no-build-isolation -r requirements.txt
+    .venv/bin/pip install -q --no-build-isolation "${requirements[@]}"
     echo "$want" > "$stamp"
 fi
 
 # Faucet, a baseline the benchmarks (bench/) measure against, in a venv of
 # its own: it pulls os-ken, which must not meet Ryu in .venv.
-if [ ! -x .venv-faucet/bin/faucet ]; then
+if [ "$profile" = bench ] && [ ! -x .venv-faucet/bin/faucet ]; then
     echo "setup: installing Faucet 1.10.12 into .venv-faucet"
     rm -rf .venv-faucet
     /usr/bin/python3 -m venv .venv-faucet
