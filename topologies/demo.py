@@ -111,7 +111,10 @@ def spoofing(lab: Lab, report: Report, attacker, a, b) -> None:
     ]
     report.line(f"{attacker.name} sends 5 frames of each kind to {b.name}:")
     for label, kind, fields in cases:
-        with probes.capture(lab.host(b.name), "udp port 9 or arp") as cap:
+        # Only what reaches b: not b's own frames (an ARP for the sender, to
+        # answer the UDP with an ICMP error, would count as a sixth).
+        with probes.capture(lab.host(b.name),
+                            f"(udp port 9 or arp) and not ether src {b.mac}") as cap:
             probes.craft(host, kind, count=5, dst_mac=b.mac, dst_ip=b.ip, **fields)
         got = cap.count()
         cap.close()
