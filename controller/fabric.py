@@ -31,6 +31,7 @@ MAX_RESYNCS = 3   # re-reads of a switch after failed commits before giving up
 # others, and must be adopted from its own switch before it is judged stale.
 STARTUP_GRACE_SECONDS = 5.0
 EVENTS_KEPT = 1000           # lifecycle events the API shows
+REFUSALS_LOGGED_EVERY = 10.0  # seconds: one log line per port and reason at most
 PORT_ROLE_NAMES = {"uplink_port": "uplink port", "firewall_port": "firewall port",
                    "ids_port": "IDS port"}
 
@@ -139,6 +140,10 @@ class Fabric:
         self.events = deque(maxlen=EVENTS_KEPT)
         self.refused_learns: dict[str, int] = {}
         self.refused_connections: dict[str, int] = {}   # hypervisor -> how many
+        self.learn_bans: dict[tuple[str, int], float] = {}   # (hv, port) -> banned until
+        self.bans = self.banned_learns = 0
+        self._offers: dict[tuple[str, int], deque] = {}     # new MACs offered, last second
+        self._refusals_logged: dict[tuple, tuple] = {}
         self.packet_ins = 0
         steering = network.steering
         self.firewalls = FirewallHealth(steering.probe_interval, steering.probe_misses)
@@ -310,14 +315,69 @@ class Fabric:
             # Sent before the host's entry was committed: deliver it after.
             self.held.append(held)
             return self._sync()
+        if refusal != "not-a-learning-port":
+            if self._banned(name, in_port, now):
+                return []
+            if self._flooded(name, in_port, mac, now):
+                return self._ban(name, in_port, now)
         if refusal is not None:
-            self.refused_learns[refusal] = self.refused_learns.get(refusal, 0) + 1
-            self.logger.warning("%s port %d: not learning %s (%s)", name, in_port, mac, refusal)
+            self._refused(name, in_port, mac, refusal, now)
             return []
         self.learned |= {LearnedHost(mac, name, in_port)}
         self.logger.info("%s port %d: learned %s", name, in_port, mac)
         self.held.append(held)
         return self._sync()
+
+    def _banned(self, name: str, port: int, now: float) -> bool:
+        until = self.learn_bans.get((name, port))
+        if until is None:
+            return False
+        if now < until:
+            self.banned_learns += 1
+            return True
+        del self.learn_bans[(name, port)]
+        self.logger.info("%s port %d: the learning ban is over", name, port)
+        return False
+
+    def _flooded(self, name: str, port: int, mac: str, now: float) -> bool:
+        """Count a new MAC offered on a learning port; True once it offers
+        more than options.learn_ban_rate within a second."""
+        offers = self._offers.setdefault((name, port), deque())
+        offers.append((now, mac))
+        while offers and offers[0][0] <= now - 1.0:
+            offers.popleft()
+        return len(offers) > self.network.options.learn_ban_rate
+
+    def _ban(self, name: str, port: int, now: float) -> list:
+        """A MAC flood: no learning from the port for a while, and the hosts
+        it learned in the flood's second forgotten (they would hold its
+        slots for learned_idle_timeout)."""
+        opts = self.network.options
+        recent = {mac for _t, mac in self._offers.pop((name, port), ())}
+        undone = {h for h in self.learned
+                  if (h.hypervisor, h.port) == (name, port) and h.mac in recent}
+        self.learned -= undone
+        self.learn_bans[(name, port)] = now + opts.learn_ban_seconds
+        self.bans += 1
+        self.logger.warning("%s port %d: more than %d new MACs within a second, a MAC "
+                            "flood: not learning from it for %d s; forgot the %d hosts it "
+                            "learned in that second", name, port, opts.learn_ban_rate,
+                            opts.learn_ban_seconds, len(undone))
+        return self._sync() if undone else []
+
+    def _refused(self, name: str, port: int, mac: str, reason: str, now: float) -> None:
+        """Count a refused learn; log it once per port and reason per
+        REFUSALS_LOGGED_EVERY seconds, with how many were not logged."""
+        self.refused_learns[reason] = self.refused_learns.get(reason, 0) + 1
+        key = (name, port, reason)
+        last, quiet = self._refusals_logged.get(key, (None, 0))
+        if last is not None and now - last < REFUSALS_LOGGED_EVERY:
+            self._refusals_logged[key] = (last, quiet + 1)
+            return
+        self._refusals_logged[key] = (now, 0)
+        self.logger.warning("%s port %d: not learning %s (%s)%s", name, port, mac, reason,
+                            f"; {quiet} more refused for this since the last such line"
+                            if quiet else "")
 
     def flow_removed(self, name: str, cookie: int, match: dict) -> list:
         """A learned host's entry timed out on its switch: forget the host."""
@@ -656,6 +716,9 @@ class Fabric:
                 "learned_hosts": [vars(h) for h in sorted(self.learned, key=lambda h: h.mac)],
                 "refused_learns": dict(self.refused_learns),
                 "refused_connections": dict(self.refused_connections),
+                "learn_bans": [{"hypervisor": hv, "port": port, "until": until}
+                               for (hv, port), until in sorted(self.learn_bans.items())],
+                "bans": self.bans, "banned_learns": self.banned_learns,
                 "packet_ins": self.packet_ins}
 
 

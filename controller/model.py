@@ -103,6 +103,11 @@ class Options:
     packet_in_burst: int = 50
     max_hosts_per_port: int = 4        # default cap for learning ports
     learned_idle_timeout: int = 300    # seconds before a silent learned MAC expires
+    # A learning port offering more new MACs than this within a second is a
+    # flood: banned from learning for learn_ban_seconds, and what it learned
+    # in that second is forgotten, so the flood holds none of its slots.
+    learn_ban_rate: int = 10
+    learn_ban_seconds: int = 30
 
 
 @dataclass(frozen=True)

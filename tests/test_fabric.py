@@ -584,3 +584,62 @@ def test_a_change_for_an_offline_hypervisor_is_pending_there():
     lab.assert_in_sync()
     # Back in line: a change of nothing in particular is pending nowhere.
     assert lab.commit(steered.with_policy(steered.policy))["pending"] == []
+
+
+def flood_frame(i: int) -> bytes:
+    return raw(Frame.ipv4(f"02:99:00:00:{i // 256:02x}:{i % 256:02x}",
+                          "02:31:00:00:00:01", "10.31.0.99"))
+
+
+def test_a_mac_flood_is_banned_and_holds_no_slot_of_its_port():
+    lab = Lab()
+    lab.start()
+    learning_cookie = next(c for c, f in lab.tables["hx"].items() if f.reason == "learn")
+    # Packet-ins that reach the controller before the port's full-drop entry
+    # is committed: all in the same second.
+    for i in range(lab.net.options.learn_ban_rate + 1):
+        lab.do(lab.fabric.packet_in("hx", learning_cookie, 0, 30, flood_frame(i), lab.step()))
+    lab.settle()
+    status = lab.fabric.status()
+    assert status["bans"] == 1 and [(b["hypervisor"], b["port"]) for b in
+                                    status["learn_bans"]] == [("hx", 30)]
+    assert not lab.fabric.learned, "what the flood learned is forgotten"
+    lab.assert_in_sync()
+    # Banned: nothing more is learned from the port...
+    lab.do(lab.fabric.packet_in("hx", learning_cookie, 0, 30, flood_frame(500), lab.step()))
+    assert not lab.fabric.learned and lab.fabric.status()["banned_learns"] == 1
+    # ...until the ban is over: then a genuine host gets a free slot.
+    lab.now += lab.net.options.learn_ban_seconds
+    lab.packet_in("hx", 30, Frame.ipv4("02:77:00:00:00:01", lab.net.vm("anchor").mac,
+                                       "10.31.0.77"))
+    assert [h.mac for h in lab.fabric.learned] == ["02:77:00:00:00:01"]
+    lab.assert_in_sync()
+
+
+def test_a_port_learning_at_a_sane_pace_is_never_banned():
+    lab = Lab()
+    lab.start()
+    learning_cookie = next(c for c, f in lab.tables["hx"].items() if f.reason == "learn")
+    for i in range(3 * lab.net.options.learn_ban_rate):
+        lab.now += 0.2                 # five a second: under the ban rate
+        lab.do(lab.fabric.packet_in("hx", learning_cookie, 0, 30, flood_frame(i), lab.now))
+    assert lab.fabric.status()["bans"] == 0
+    assert len(lab.fabric.learned) == 2      # max_hosts: the rest refused, port-full
+
+
+def test_refusals_are_logged_once_per_port_and_reason_per_interval(caplog):
+    lab = Lab()
+    lab.start()
+    learning_cookie = next(c for c, f in lab.tables["hx"].items() if f.reason == "learn")
+    anchor = raw(Frame.ipv4(lab.net.vm("anchor").mac, "02:31:00:00:00:02", "10.31.0.1"))
+    with caplog.at_level(logging.WARNING, logger="test_fabric"):
+        for _ in range(5):
+            lab.now += 0.5
+            lab.do(lab.fabric.packet_in("hx", learning_cookie, 0, 30, anchor, lab.now))
+        lines = [r.getMessage() for r in caplog.records if "not learning" in r.getMessage()]
+        assert len(lines) == 1 and "declared-vm-mac" in lines[0]
+        lab.now += 10
+        lab.do(lab.fabric.packet_in("hx", learning_cookie, 0, 30, anchor, lab.now))
+        lines = [r.getMessage() for r in caplog.records if "not learning" in r.getMessage()]
+        assert len(lines) == 2 and "4 more refused" in lines[1]
+    assert lab.fabric.refused_learns == {"declared-vm-mac": 6}
