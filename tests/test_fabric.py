@@ -105,10 +105,7 @@ class Lab:
         """Answer every read and run every sync asked for, as the event loop would."""
         while self.reads or self.sync_wanted:
             if self.reads:
-                hv = self.reads.popleft()
-                entries = [FlowEntry(c, f.table, dict(f.match))
-                           for c, f in self.tables[hv].items()]
-                self.do(self.fabric.flows_read(hv, entries, True, self.step()))
+                self.answer_read()
             else:
                 self.sync_wanted = False
                 self.commit()
@@ -149,9 +146,17 @@ class Lab:
 
     def settle_reads_only(self) -> None:
         while self.reads:
-            hv = self.reads.popleft()
-            entries = [FlowEntry(c, f.table, dict(f.match)) for c, f in self.tables[hv].items()]
-            self.do(self.fabric.flows_read(hv, entries, True, self.step()))
+            self.answer_read()
+
+    def answer_read(self) -> None:
+        """The oldest flow read asked for, answered from its switch's table."""
+        hv = self.reads.popleft()
+        entries = [FlowEntry(c, f.table, dict(f.match)) for c, f in self.tables[hv].items()]
+        self.do(self.fabric.flows_read(hv, entries, True, self.step()))
+
+    def learning_cookie(self) -> int:
+        """The cookie of hx's learning-port entry, which sends new MACs up."""
+        return next(c for c, f in self.tables["hx"].items() if f.reason == "learn")
 
     def start(self) -> None:
         for hv in ("hx", "hy", "hz"):
@@ -594,7 +599,7 @@ def flood_frame(i: int) -> bytes:
 def test_a_mac_flood_is_banned_and_holds_no_slot_of_its_port():
     lab = Lab()
     lab.start()
-    learning_cookie = next(c for c, f in lab.tables["hx"].items() if f.reason == "learn")
+    learning_cookie = lab.learning_cookie()
     # Packet-ins that reach the controller before the port's full-drop entry
     # is committed: all in the same second.
     for i in range(lab.net.options.learn_ban_rate + 1):
@@ -619,7 +624,7 @@ def test_a_mac_flood_is_banned_and_holds_no_slot_of_its_port():
 def test_a_port_learning_at_a_sane_pace_is_never_banned():
     lab = Lab()
     lab.start()
-    learning_cookie = next(c for c, f in lab.tables["hx"].items() if f.reason == "learn")
+    learning_cookie = lab.learning_cookie()
     for i in range(3 * lab.net.options.learn_ban_rate):
         lab.now += 0.2                 # five a second: under the ban rate
         lab.do(lab.fabric.packet_in("hx", learning_cookie, 0, 30, flood_frame(i), lab.now))
@@ -630,7 +635,7 @@ def test_a_port_learning_at_a_sane_pace_is_never_banned():
 def test_refusals_are_logged_once_per_port_and_reason_per_interval(caplog):
     lab = Lab()
     lab.start()
-    learning_cookie = next(c for c, f in lab.tables["hx"].items() if f.reason == "learn")
+    learning_cookie = lab.learning_cookie()
     anchor = raw(Frame.ipv4(lab.net.vm("anchor").mac, "02:31:00:00:00:02", "10.31.0.1"))
     with caplog.at_level(logging.WARNING, logger="test_fabric"):
         for _ in range(5):
