@@ -226,6 +226,7 @@ class Api:
                         "ports_down": [{"port": p, "role": roles.get(p, "")} for p in down],
                         "uplink_port": hv.uplink_port, "firewall_port": hv.firewall_port,
                         "ids_port": hv.ids_port,
+                        "mirror": views.mirror_path(self.app.fabric.network, hv),
                         "vms": [v.name for v in self.app.fabric.placed_network.vms
                                 if v.hypervisor == hv.name]})
         return _json(out)

@@ -297,6 +297,12 @@ def _ingress_base(net: Network, hv: Hypervisor) -> list[Flow]:
                                               CLASS_MASK),
                               goto=DESTINATION))
         flows.append(flow(INGRESS, 100, "uplink-unknown-vlan", in_port=hv.uplink_port))
+        if net.mirror_vlan is not None:
+            # A copy back from the physical network: it floods the mirror VLAN
+            # (RSPAN: harmless) or learned MACs in it (copies miss the IDS).
+            # Counted apart so the controller can say which to check.
+            flows.append(flow(INGRESS, 150, "mirror-copy-returned", in_port=hv.uplink_port,
+                              vlan_vid=OFPVID_PRESENT | net.mirror_vlan))
     if hv.firewall_port is not None:
         flows.append(_firewall_probe(net, hv))
         if net.policy.steers_anything:
@@ -374,11 +380,14 @@ def _quarantined(net: Network, h: Host) -> bool:
 
 
 def mirror_actions(net: Network, hv: Hypervisor) -> list[tuple] | None:
-    """How this hypervisor copies a frame to the IDS: out its own IDS port, or
-    tagged with the mirror VLAN out the uplink to a remote IDS (the tag is
-    popped again so the original goes on unchanged). None: no IDS reachable."""
+    """How this hypervisor copies a frame to the IDS: out its own IDS port, out
+    the tunnel port that encapsulates it to a remote IDS, or tagged with the
+    mirror VLAN out the uplink (the tag is popped again so the original goes
+    on unchanged). None: no IDS reachable."""
     if hv.ids_port is not None:
         return [("output", hv.ids_port)]
+    if hv.mirror_port is not None:
+        return [("output", hv.mirror_port)]
     if net.mirror_vlan is not None and hv.uplink_port is not None:
         return _tagged_uplink(net.mirror_vlan, hv.uplink_port) + [("pop_vlan",)]
     return None

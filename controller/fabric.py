@@ -32,8 +32,9 @@ MAX_RESYNCS = 3   # re-reads of a switch after failed commits before giving up
 STARTUP_GRACE_SECONDS = 5.0
 EVENTS_KEPT = 1000           # lifecycle events the API shows
 REFUSALS_LOGGED_EVERY = 10.0  # seconds: one log line per port and reason at most
+RETURNED_COPIES_LOGGED_EVERY = 300.0   # seconds, per hypervisor
 PORT_ROLE_NAMES = {"uplink_port": "uplink port", "firewall_port": "firewall port",
-                   "ids_port": "IDS port"}
+                   "ids_port": "IDS port", "mirror_port": "mirror tunnel port"}
 
 
 # ------------------------------------------------------------- what comes in
@@ -145,6 +146,10 @@ class Fabric:
         self._offers: dict[tuple[str, int], deque] = {}     # new MACs offered, last second
         self._refusals_logged: dict[tuple, tuple] = {}
         self.packet_ins = 0
+        # Mirror-VLAN copies that came back on a hypervisor's uplink: count
+        # since start, and the switch counter and time last seen/logged.
+        self.copies_returned: dict[str, int] = {}
+        self._returned_seen: dict[str, tuple[int, float | None]] = {}
         steering = network.steering
         self.firewalls = FirewallHealth(steering.probe_interval, steering.probe_misses)
         self.starting, self.started_at = True, now
@@ -272,6 +277,7 @@ class Fabric:
         if switch is None:
             return []
         switch.counters = {e.cookie: (e.packets, e.bytes) for e in entries}
+        self._copies_came_back(name, switch, now)
         if not reconcile:
             return []
         switch.reading, switch.read_once, switch.in_line = False, True, False
@@ -287,6 +293,30 @@ class Fabric:
             actions += self._ports_changed(switch, now)
         # Adopted hosts change every switch, so sync them all.
         return actions + self._startup_check() + self._sync()
+
+    def _copies_came_back(self, name: str, switch: Switch, now: float) -> None:
+        """Mirror copies that the physical network sent back to this uplink:
+        counted, and explained once every RETURNED_COPIES_LOGGED_EVERY."""
+        if self.network.mirror_vlan is None:
+            return
+        total = sum(switch.counters.get(cookie, (0, 0))[0]
+                    for cookie, f in switch.desired.items()
+                    if f.reason == "mirror-copy-returned")
+        before, logged = self._returned_seen.get(name, (0, None))
+        new = total - before if total >= before else total   # counters restart with entries
+        if new and (logged is None or now - logged >= RETURNED_COPIES_LOGGED_EVERY):
+            self.logger.warning(
+                "%s: %d mirror copies came back on its uplink in VLAN %d (dropped here). "
+                "The physical network floods that VLAN (RSPAN: the IDS gets each copy "
+                "once, the others are wasted) or learns MACs in it (then copies go "
+                "unicast to hypervisors and miss the IDS): turn MAC learning off in "
+                "VLAN %d on every switch (an RSPAN VLAN; OVS: flood_vlans), or mirror "
+                "through mirror.erspan", name, new, self.network.mirror_vlan,
+                self.network.mirror_vlan)
+            logged = now
+        if new:
+            self.copies_returned[name] = self.copies_returned.get(name, 0) + new
+        self._returned_seen[name] = (total, logged)
 
     # ------------------------------------------------------------ learning
 
@@ -719,6 +749,7 @@ class Fabric:
                 "learn_bans": [{"hypervisor": hv, "port": port, "until": until}
                                for (hv, port), until in sorted(self.learn_bans.items())],
                 "bans": self.bans, "banned_learns": self.banned_learns,
+                "mirror_copies_returned": dict(self.copies_returned),
                 "packet_ins": self.packet_ins}
 
 
@@ -741,7 +772,7 @@ def _take(switch: Switch, change: Plan) -> None:
 
 
 def _consequence(what: str) -> str:
-    if what == "IDS port":
+    if what in ("IDS port", "mirror tunnel port"):
         return "mirrored copies are lost until it is back"
     if what == "uplink port":
         return "VMs on other hypervisors are unreachable"

@@ -60,6 +60,10 @@ class Hypervisor:
     # The networks its bridge may connect from (OpenFlow); () = any. Plain
     # TCP proves nothing else about who is on the other end.
     connect_from: tuple = ()
+    # Where it sends mirror copies encapsulated to a remote IDS (the tunnel's
+    # OpenFlow port), when the network has mirror.erspan or mirror.gre and
+    # it has no IDS port of its own.
+    mirror_port: int | None = None
 
     def accepts_connection_from(self, address: str) -> bool:
         if not self.connect_from:
@@ -74,7 +78,8 @@ class Hypervisor:
         """Infrastructure ports by number -> role."""
         roles = {"uplink_port": self.uplink_port,
                  "firewall_port": self.firewall_port,
-                 "ids_port": self.ids_port}
+                 "ids_port": self.ids_port,
+                 "mirror_port": self.mirror_port}
         return {port: role for role, port in roles.items() if port is not None}
 
 
@@ -121,6 +126,16 @@ class Steering:
 
 
 @dataclass(frozen=True)
+class MirrorTunnel:
+    """Copies encapsulated to a remote IDS address, so the physical network
+    only has to route IP to it: nothing to learn or flood in a VLAN."""
+    kind: str                            # "erspan" (type II) or "gre"
+    remote_ip: ipaddress.IPv4Address     # the IDS's capture address
+    port: int                            # the tunnel's OpenFlow port on each hypervisor
+    session: int = 1                     # ERSPAN session id (GRE: key)
+
+
+@dataclass(frozen=True)
 class Network:
     source: str
     segments: tuple[Segment, ...]
@@ -130,6 +145,7 @@ class Network:
     options: Options = field(default_factory=Options)
     mirror_vlan: int | None = None     # carries copies to a remote IDS over the uplinks
     steering: "Steering" = field(default_factory=lambda: Steering())
+    mirror_tunnel: MirrorTunnel | None = None
 
     def segment(self, name: str) -> Segment:
         return next(s for s in self.segments if s.name == name)
@@ -165,10 +181,11 @@ def check_policy(net: Network, policy: Policy) -> None:
             raise PolicyError(f"policy.vms.{vm}", f"there is no VM {vm!r} (it has a "
                               f"{rule.mode} rule: release it first)")
     for hv in net.hypervisors:
-        if policy.mirrors_anything and hv.ids_port is None and (
+        if policy.mirrors_anything and hv.ids_port is None and hv.mirror_port is None and (
                 net.mirror_vlan is None or hv.uplink_port is None):
             raise PolicyError("policy", f"it mirrors traffic, but hypervisor {hv.name} has "
-                              "no ids_port, nor an uplink and a mirror.vlan to reach a "
+                              "no ids_port, nor a mirror tunnel (mirror.erspan or "
+                              "mirror.gre), nor an uplink and a mirror.vlan to reach a "
                               "remote IDS")
         if policy.steers_anything and hv.firewall_port is None:
             raise PolicyError("policy", f"it steers traffic, but hypervisor {hv.name} has "
@@ -310,7 +327,9 @@ class _Parser:
         default_ovsdb = None
         if "ovsdb" in doc:
             default_ovsdb = self.ovsdb_address(doc["ovsdb"], "ovsdb")
-        hypervisors = self.hypervisors(doc["hypervisors"], seg_names, options, default_ovsdb)
+        mirror_vlan, tunnel = self.mirror(doc.get("mirror") or {}, segments)
+        hypervisors = self.hypervisors(doc["hypervisors"], seg_names, options, default_ovsdb,
+                                       tunnel)
         vms = self.vms(doc["vms"], segments, hypervisors)
         for vm in vms:
             lacking = [hv.name for hv in hypervisors if hv.ovsdb is None]
@@ -318,22 +337,46 @@ class _Parser:
                 self.fail(f"vms.{vm.name}.iface_id", "binding by iface_id reads OVSDB, but "
                           f"hypervisor {lacking[0]} has no ovsdb address (give "
                           "hypervisors.NAME.ovsdb, or ovsdb: at the top for all)")
-        mirror = self.mapping(doc.get("mirror") or {}, "mirror", optional=("vlan",))
-        mirror_vlan = None
-        if "vlan" in mirror:
-            mirror_vlan = self.integer(mirror["vlan"], "mirror.vlan", 1, MAX_VLAN)
-            for seg in segments:
-                if seg.vlan == mirror_vlan:
-                    self.fail("mirror.vlan", f"VLAN {mirror_vlan} is already used by "
-                                             f"segment '{seg.name}'")
         steering = self.steering(doc.get("steering") or {})
         net = Network(self.source, segments, hypervisors, vms, Policy(), options,
-                      mirror_vlan, steering)
+                      mirror_vlan, steering, tunnel)
         try:
             return net.with_policy(parse_policy(doc.get("policy"), seg_names,
                                                 {vm.name for vm in vms}))
         except PolicyError as e:
             self.fail(e.place, e.problem)
+
+    def mirror(self, raw: Any, segments) -> tuple[int | None, MirrorTunnel | None]:
+        """mirror.vlan (an RSPAN VLAN over the uplinks) or one tunnel kind."""
+        raw = self.mapping(raw, "mirror", optional=("vlan", "erspan", "gre"))
+        if len(raw) > 1:
+            self.fail("mirror", f"give one way to reach the remote IDS, not {sorted(raw)}")
+        if "vlan" in raw:
+            vlan = self.integer(raw["vlan"], "mirror.vlan", 1, MAX_VLAN)
+            for seg in segments:
+                if seg.vlan == vlan:
+                    self.fail("mirror.vlan", f"VLAN {vlan} is already used by "
+                                             f"segment '{seg.name}'")
+            return vlan, None
+        for kind in ("erspan", "gre"):
+            if kind in raw:
+                place = f"mirror.{kind}"
+                body = self.mapping(raw[kind], place, required=("remote_ip", "port"),
+                                    optional=("session",))
+                try:
+                    remote = ipaddress.IPv4Address(str(body["remote_ip"]))
+                except ValueError:
+                    self.fail(f"{place}.remote_ip", f"not an IPv4 address: "
+                                                    f"{body['remote_ip']!r}")
+                if remote.is_multicast or remote.is_unspecified or remote.is_loopback:
+                    self.fail(f"{place}.remote_ip", f"{remote} is not a unicast address "
+                                                    "an IDS can have")
+                # ERSPAN type II carries a 10-bit session id; a GRE key is 32 bits.
+                top = 1023 if kind == "erspan" else 2**32 - 1
+                return None, MirrorTunnel(
+                    kind, remote, self.integer(body["port"], f"{place}.port", 1, MAX_PORT),
+                    self.integer(body.get("session", 1), f"{place}.session", 1, top))
+        return None, None
 
     def options(self, raw: Any) -> Options:
         raw = self.mapping(raw, "options", optional=Options.__dataclass_fields__)
@@ -382,7 +425,7 @@ class _Parser:
         return value
 
     def hypervisors(self, raw: Any, seg_names: set, options: Options,
-                    default_ovsdb: str | None = None):
+                    default_ovsdb: str | None = None, tunnel: MirrorTunnel | None = None):
         raw = self.names(raw, "hypervisors")
         if not raw:
             self.fail("hypervisors", "at least one hypervisor is needed")
@@ -391,7 +434,8 @@ class _Parser:
             place = f"hypervisors.{name}"
             body = self.mapping(body, place, required=("dpid",),
                                 optional=("uplink_port", "firewall_port", "ids_port",
-                                          "learning_ports", "ovsdb", "connect_from"))
+                                          "mirror_port", "learning_ports", "ovsdb",
+                                          "connect_from"))
             dpid = body["dpid"]
             if isinstance(dpid, str):
                 try:
@@ -411,6 +455,20 @@ class _Parser:
                         self.fail(f"{place}.{role}", f"port {port} is already the "
                                                      f"{ports[port]}")
                     ports[port] = role
+            mirror_port = None
+            if "mirror_port" in body and tunnel is None:
+                self.fail(f"{place}.mirror_port", "there is no mirror.erspan or mirror.gre "
+                                                  "tunnel for it")
+            if "mirror_port" in body and body.get("ids_port") is not None:
+                self.fail(f"{place}.mirror_port", "it has an ids_port: its copies go there")
+            if tunnel is not None and body.get("ids_port") is None:
+                # The tunnel port: the network's number unless this host's own.
+                mirror_port = self.integer(body.get("mirror_port", tunnel.port),
+                                           f"{place}.mirror_port", 1, MAX_PORT)
+                if mirror_port in ports:
+                    self.fail(f"{place}.mirror_port", f"port {mirror_port} is already "
+                                                      f"the {ports[mirror_port]}")
+                ports[mirror_port] = "mirror_port"
             learning = []
             for i, lp in enumerate(body.get("learning_ports") or []):
                 lplace = f"{place}.learning_ports[{i}]"
@@ -431,7 +489,7 @@ class _Parser:
                                   body.get("firewall_port"), body.get("ids_port"),
                                   tuple(learning), ovsdb,
                                   self.networks(body.get("connect_from"),
-                                                f"{place}.connect_from")))
+                                                f"{place}.connect_from"), mirror_port))
         return tuple(out)
 
     def networks(self, raw: Any, place: str) -> tuple:

@@ -54,8 +54,21 @@ def match_doc(match) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in match}
 
 
+def mirror_path(net: Network, hv: Hypervisor) -> dict | None:
+    """Where the hypervisor's mirror copies go (compiler.mirror_actions)."""
+    if hv.ids_port is not None:
+        return {"via": "ids_port", "port": hv.ids_port}
+    if hv.mirror_port is not None:
+        tunnel = net.mirror_tunnel
+        return {"via": tunnel.kind, "port": hv.mirror_port,
+                "remote_ip": str(tunnel.remote_ip), "session": tunnel.session}
+    if net.mirror_vlan is not None and hv.uplink_port is not None:
+        return {"via": "vlan", "vlan": net.mirror_vlan, "port": hv.uplink_port}
+    return None
+
+
 def _mirror_action(net: Network, hv: Hypervisor, action: tuple) -> bool:
-    return action == ("output", hv.ids_port) or (
+    return action in (("output", hv.ids_port), ("output", hv.mirror_port)) or (
         net.mirror_vlan is not None and action == ("set_vlan", net.mirror_vlan))
 
 

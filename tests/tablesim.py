@@ -355,6 +355,8 @@ class Fabric:
     conservative choice). Outputs on any other port are deliveries. A frame
     tagged with the network's mirror VLAN also reaches the central IDS, an
     access port of that VLAN on the core: delivered untagged at CENTRAL_IDS.
+    A frame output on a hypervisor's mirror tunnel port (ERSPAN/GRE) reaches
+    the central IDS too, as it was before encapsulation.
 
     With `firewall` given, each hypervisor's firewall port is a transparent
     firewall: a frame output there is handed to firewall(hv, frame); the
@@ -371,6 +373,8 @@ class Fabric:
         self.switches = {name: Switch(flows, name, vlan_limit)
                          for name, flows in flows_by_hv.items()}
         self.uplinks = {hv.name: hv.uplink_port for hv in network.hypervisors}
+        self.tunnels = {hv.name: getattr(hv, "mirror_port", None)
+                        for hv in network.hypervisors}
         self.max_hops = max_hops
 
     def port_of(self, where) -> tuple[str, int]:
@@ -398,6 +402,8 @@ class Fabric:
                     back = self.firewall(hv, out)
                     if back is not None:
                         queue.append((hv, port, back, hops + 1))
+                elif port is not None and port == self.tunnels[hv]:
+                    trace.deliveries.append((*CENTRAL_IDS, out))
                 elif port == self.uplinks[hv]:
                     trace.uplink_hops.append((hv, out))
                     mirror_vlan = getattr(self.network, "mirror_vlan", None)

@@ -648,3 +648,38 @@ def test_refusals_are_logged_once_per_port_and_reason_per_interval(caplog):
         lines = [r.getMessage() for r in caplog.records if "not learning" in r.getMessage()]
         assert len(lines) == 2 and "4 more refused" in lines[1]
     assert lab.fabric.refused_learns == {"declared-vm-mac": 6}
+
+
+def test_mirror_copies_back_on_an_uplink_are_counted_and_explained_once(caplog):
+    lab = Lab()
+    lab.start()
+    back = next(c for c, f in lab.tables["hy"].items() if f.reason == "mirror-copy-returned")
+
+    def counters(packets):
+        entries = [FlowEntry(c, f.table, dict(f.match), packets if c == back else 0)
+                   for c, f in lab.tables["hy"].items()]
+        lab.do(lab.fabric.flows_read("hy", entries, False, lab.step()))
+
+    caplog.set_level(logging.WARNING, logger="test_fabric")
+    counters(0)
+    assert lab.fabric.status()["mirror_copies_returned"] == {}
+    counters(5)
+    counters(12)
+    assert lab.fabric.status()["mirror_copies_returned"] == {"hy": 12}
+    lines = [r.getMessage() for r in caplog.records if "came back" in r.getMessage()]
+    assert len(lines) == 1 and "hy: 5 mirror copies" in lines[0] and "VLAN 390" in lines[0]
+    lab.now += 301
+    counters(13)
+    assert len([r for r in caplog.records if "came back" in r.getMessage()]) == 2
+
+
+def test_a_missing_mirror_tunnel_port_is_reported_as_losing_copies(caplog):
+    text = NETWORK.replace("mirror: {vlan: 390}", "mirror: {erspan: {remote_ip: 198.18.7.10, "
+                                                  "port: 90}}")
+    lab = Lab(text)
+    caplog.set_level(logging.WARNING, logger="test_fabric")
+    lab.start()
+    assert lab.net.hypervisor("hy").mirror_port == 90
+    assert "hy: mirror tunnel port 90 is missing on the bridge: mirrored copies are lost " \
+           "until it is back" in caplog.text
+    assert not any(f.reason == "mirror-copy-returned" for f in lab.tables["hy"].values())

@@ -1,6 +1,7 @@
 """Mirror-to-IDS in the compiled pipeline, executed by the table simulator."""
 from __future__ import annotations
 
+import pathlib
 from dataclasses import replace
 
 import pytest
@@ -146,3 +147,97 @@ def test_mirroring_needs_a_way_to_an_ids(net):
     no_vlan = model.parse(text, "no-mirror-vlan.yaml")
     with pytest.raises(PolicyError, match="hv2 has no ids_port"):
         no_vlan.with_policy(no_vlan.policy.with_default("mirror"))
+
+
+# -- remote mirroring: hypervisors with no IDS of their own
+
+REMOTE = pathlib.Path(__file__).parent / "networks" / "remote_mirror.yaml"
+RSPAN = "mirror:\n  vlan: 900\n"
+
+
+def remote_net(mirror_section: str | None = None) -> model.Network:
+    text = REMOTE.read_text()
+    if mirror_section is not None:
+        text = text.replace("mirror:\n  erspan: {remote_ip: 198.18.7.10, port: 90, session: 7}\n",
+                            mirror_section).replace(", mirror_port: 91", "")
+    return model.parse(text, str(REMOTE))
+
+
+@pytest.mark.parametrize("variant", ["erspan", "rspan"])
+@pytest.mark.parametrize("src,dst,ids", [
+    ("n1", "n2", CENTRAL_IDS),      # both ends remote mirrors, each way
+    ("n2", "n1", CENTRAL_IDS),
+    ("n2", "n3", CENTRAL_IDS),      # to the hypervisor with its own IDS
+    ("n3", "n1", ("rm3", 2)),       # from it: its own IDS port
+])
+def test_remote_mirrors_copy_each_frame_exactly_once(variant, src, dst, ids):
+    net = remote_net(None if variant == "erspan" else RSPAN)
+    fab = Fabric(net, compile_network(net))
+    a, b = net.vm(src), net.vm(dst)
+    frame = Frame.ipv4(a.mac, b.mac, a.ip)
+    trace = fab.run(src, frame)
+    idses = (CENTRAL_IDS, ("rm3", 2))
+    got = [(hv, port, f) for hv, port, f in trace.deliveries if (hv, port) in idses]
+    assert [(hv, port) for hv, port, _ in got] == [ids]
+    assert got[0][2] == frame                          # the original, untagged
+    assert {(hv, port) for hv, port, _ in trace.deliveries
+            if (hv, port) not in idses} == {(b.hypervisor, b.port)}
+
+
+def test_tunnel_copies_leave_by_the_tunnel_port_and_the_uplink_carries_none():
+    net = remote_net()
+    assert [(hv.name, hv.mirror_port) for hv in net.hypervisors] == [
+        ("rm1", 90), ("rm2", 91), ("rm3", None)]
+    fab = Fabric(net, compile_network(net))
+    n1, n2 = net.vm("n1"), net.vm("n2")
+    trace = fab.run("n1", Frame.ipv4(n1.mac, n2.mac, n1.ip))
+    assert [f.vlans for _, f in trace.uplink_hops] == [(410,)]   # the frame itself only
+
+
+def test_frames_entering_by_a_tunnel_port_are_dropped():
+    net = remote_net()
+    fab = Fabric(net, compile_network(net))
+    n1, n2 = net.vm("n1"), net.vm("n2")
+    assert fab.send(("rm1", 90), Frame.ipv4(n2.mac, n1.mac, n2.ip)) == set()
+
+
+def test_a_mirror_copy_back_on_an_uplink_is_dropped_and_counted_apart():
+    net = remote_net(RSPAN)
+    flows = compile_network(net)["rm1"]
+    back = [f for f in flows if f.reason == "mirror-copy-returned"]
+    assert len(back) == 1 and back[0].is_drop
+    n2 = net.vm("n2")
+    copy = Frame.ipv4(n2.mac, net.vm("n1").mac, n2.ip, vlans=(900,))
+    assert Fabric(net, compile_network(net)).send(("rm1", 1), copy) == set()
+
+
+@pytest.mark.parametrize("mirror,problem", [
+    ("mirror: {vlan: 900, erspan: {remote_ip: 198.18.7.10, port: 90}}", "one way"),
+    ("mirror: {erspan: {remote_ip: 198.18.7.300, port: 90}}", "mirror.erspan.remote_ip"),
+    ("mirror: {erspan: {remote_ip: 224.0.0.5, port: 90}}", "not a unicast"),
+    ("mirror: {erspan: {remote_ip: 198.18.7.10}}", "port"),
+    ("mirror: {erspan: {remote_ip: 198.18.7.10, port: 90, session: 1024}}", "session"),
+    ("mirror: {gre: {remote_ip: 198.18.7.10, port: 1}}", "rm1.mirror_port: port 1 is already"),
+    ("mirror: {gre: {remote_ip: 198.18.7.10, port: 10}}", "vms.n1"),
+    ("mirror: {vlan: 900}", "rm2.mirror_port: there is no mirror.erspan"),
+])
+def test_bad_mirror_sections_are_refused_with_the_place(mirror, problem):
+    text = REMOTE.read_text().replace(
+        "mirror:\n  erspan: {remote_ip: 198.18.7.10, port: 90, session: 7}", mirror)
+    with pytest.raises(model.NetworkFileError, match=problem):
+        model.parse(text, "remote.yaml")
+
+
+def test_mirror_port_on_a_hypervisor_with_its_own_ids_is_refused():
+    text = REMOTE.read_text().replace("ids_port: 2}", "ids_port: 2, mirror_port: 92}")
+    with pytest.raises(model.NetworkFileError, match="rm3.mirror_port: it has an ids_port"):
+        model.parse(text, "remote.yaml")
+
+
+def test_gre_is_the_same_path():
+    net = remote_net("mirror:\n  gre: {remote_ip: 198.18.7.10, port: 90}\n")
+    assert net.mirror_tunnel.kind == "gre" and net.hypervisor("rm2").mirror_port == 90
+    fab = Fabric(net, compile_network(net))
+    n1, n2 = net.vm("n1"), net.vm("n2")
+    trace = fab.run("n2", Frame.ipv4(n2.mac, n1.mac, n2.ip))
+    assert [(hv, port) for hv, port, _ in trace.deliveries] .count(CENTRAL_IDS) == 1
