@@ -12,8 +12,10 @@ What a lab holds (node names as in the file):
     port (these two have no IP);
   - a `core` bridge, the physical network: a plain learning switch with no
     controller, joining every hypervisor's uplink port;
-  - `ids` on the core, an access port of the mirror VLAN, when the file
-    declares `mirror.vlan`: the central IDS that receives remote copies;
+  - `ids` on the core, the central IDS that receives remote copies, when
+    the file declares `mirror.vlan` (an access port of that VLAN, which the
+    core floods) or `mirror.erspan`/`mirror.gre` (the tunnels' address; the
+    core is their underlay): see topologies/remote_ids.py;
   - `fw`, the physical firewall (nftables on VLAN bridges, see
     topologies/firewall.py), linked to every hypervisor's firewall port.
 Interface names: `<host>-eth0` inside a host, `<hv>-p<port>` on a hypervisor
@@ -45,7 +47,7 @@ from mininet.net import Mininet
 from mininet.node import OVSBridge, OVSSwitch, RemoteController
 
 from controller import model
-from topologies import firewall
+from topologies import firewall, remote_ids
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE = "core"
@@ -129,9 +131,14 @@ def _uplinked(network: model.Network) -> list[model.Hypervisor]:
     return [hv for hv in network.hypervisors if hv.uplink_port is not None]
 
 
+def _has_core(network: model.Network) -> bool:
+    """The physical network: uplinks to join, or the underlay of mirror tunnels."""
+    return bool(_uplinked(network)) or network.mirror_tunnel is not None
+
+
 def _bridge_names(network: model.Network, core: str = CORE) -> set[str]:
     names = {hv.name for hv in network.hypervisors}
-    return names | {core} if _uplinked(network) else names
+    return names | {core} if _has_core(network) else names
 
 
 def _root_ifnames(network: model.Network, specs, core: str = CORE) -> dict[str, str]:
@@ -150,7 +157,8 @@ def _root_ifnames(network: model.Network, specs, core: str = CORE) -> dict[str, 
 
 
 def _has_central_ids(network: model.Network) -> bool:
-    return network.mirror_vlan is not None and bool(_uplinked(network))
+    return (network.mirror_vlan is not None and bool(_uplinked(network))) \
+        or network.mirror_tunnel is not None
 
 
 def _central_ids_port(network: model.Network, core: str = CORE) -> str:
@@ -158,21 +166,14 @@ def _central_ids_port(network: model.Network, core: str = CORE) -> str:
     return f"{core}-p{len(_uplinked(network)) + 1}"
 
 
-def tag_central_ids(network: model.Network, core: str = CORE) -> None:
-    """Make the central IDS an access port of the mirror VLAN on the core, as
-    a sensor on a physical switch would be: it receives the copies untagged."""
-    if _has_central_ids(network):
-        subprocess.run(["ovs-vsctl", "set", "port", _central_ids_port(network, core),
-                        f"tag={network.mirror_vlan}"], check=True, capture_output=True)
-
-
 def _check_names(network: model.Network, specs, core: str) -> None:
     """Refuse names Mininet or Linux cannot take, before anything exists."""
     def fail(problem):
         raise ValueError(f"{network.source}: {problem}")
 
+    remote_ids.underlay(network)        # an IDS address the lab may not use
     roles = {hv.name: f"hypervisor {hv.name}" for hv in network.hypervisors}
-    if _uplinked(network):
+    if _has_core(network):
         if core in roles:
             fail(f"the name {core!r} is reserved for the lab's core switch")
         roles[core] = "the core switch"
@@ -235,7 +236,7 @@ def build_network(network: model.Network, ofp_port: int | None,
             net.addSwitch(hv.name, cls=OVSSwitch, datapath="user", failMode=fail_mode,
                           protocols="OpenFlow13", dpid=_dpid(hv.dpid))
         uplinked = _uplinked(network)
-        if uplinked:
+        if _has_core(network):
             # OVSBridge: fail mode standalone and never given a controller.
             net.addSwitch(core, cls=OVSBridge, datapath="user",
                           dpid=_dpid(_core_dpid(network)))
@@ -482,6 +483,7 @@ class Lab:
         self._shells: dict[int, str] = {}
         self._netns: set[str] = set()
         self._owns_names = False     # may delete bridges named like ours
+        self._configured_ids = False  # remote_ids.configure ran: undo it on close
 
     # -- life cycle
     def __enter__(self) -> "Lab":
@@ -521,7 +523,11 @@ class Lab:
             self._shells = {n.pid: n.name for n in nodes}
             self._netns = {os.readlink(f"/proc/{h.pid}/ns/net") for h in self.net.hosts}
             disable_offload(self.net)
-            tag_central_ids(self.network, self.core)
+            if _has_central_ids(self.network):
+                self._configured_ids = True
+                remote_ids.configure(self.network, self.core,
+                                     _central_ids_port(self.network, self.core),
+                                     self.net.get(CENTRAL_IDS), f"{CENTRAL_IDS}-eth0")
             if self.controller and firewall.interfaces(self.network):
                 # Without the controller the bridges flood, and a firewall
                 # that reflects frames would loop them back: leave it unwired.
@@ -548,6 +554,9 @@ class Lab:
             finally:
                 self.stop_controller()
                 self._sweep()
+                if self._configured_ids:
+                    self._configured_ids = False
+                    remote_ids.unconfigure(self.network)
 
     def _sweep(self) -> None:
         """Kill what outlived net.stop() and delete what it left: a process
