@@ -17,7 +17,7 @@ logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 from scapy.all import (ARP, IP, UDP, Dot1Q, Ether, ICMPv6EchoRequest,  # noqa: E402
                        IPv6, Raw, sendp)
 
-PAYLOAD = Raw(b"vguard-probe" * 4)
+PAYLOAD = Raw(b"vguard-probe" * 4)     # probes.CRAFTED_PAYLOAD: counted by it
 
 
 def frame(kind: str, a) -> Ether:

@@ -9,6 +9,7 @@ expected property does not hold.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -22,8 +23,8 @@ import yaml
 from mininet.log import setLogLevel
 
 from controller import model
-from topologies import firewall, probes
-from topologies.lab import Lab
+from topologies import firewall, probes, remote_ids
+from topologies.lab import CENTRAL_IDS, Lab
 
 MAC_FLOOD_SECONDS = 10
 
@@ -111,15 +112,22 @@ def spoofing(lab: Lab, report: Report, attacker, a, b) -> None:
     ]
     report.line(f"{attacker.name} sends 5 frames of each kind to {b.name}:")
     for label, kind, fields in cases:
-        # Only what reaches b: not b's own frames (an ARP for the sender, to
-        # answer the UDP with an ICMP error, would count as a sixth).
-        with probes.capture(lab.host(b.name),
-                            f"(udp port 9 or arp) and not ether src {b.mac}") as cap:
+        # Count the crafted frames only, tagged or not, by what is in them:
+        # the probe payload, or the forged sender of the ARP. (b's ARP for
+        # the attacker, to answer with an ICMP error, brings a genuine ARP
+        # reply that a filter on "arp" would count.)
+        marker = (_mac(fields["src_mac"]) + ipaddress.ip_address(fields["src_ip"]).packed
+                  if kind == "arp" else probes.CRAFTED_PAYLOAD)
+        with probes.capture(lab.host(b.name), f"not ether src {b.mac}") as cap:
             probes.craft(host, kind, count=5, dst_mac=b.mac, dst_ip=b.ip, **fields)
-        got = cap.count()
+        got = sum(marker in frame for frame in cap.frames())
         cap.close()
         want = 5 if "control" in label else 0
         report.check(got == want, f"{label:32s} delivered {got}/5", str(want))
+
+
+def _mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
 
 
 class Api:
@@ -283,6 +291,50 @@ def migration(path: str, report: Report, token_file: str, token: str, mover, pee
                      f"({', '.join(f'{n} {c}' for n, c in seen.items() if c)})", f"{sent}")
 
 
+ERSPAN_IDS = "198.18.100.10"     # the demo's central IDS: the benchmarking range
+
+
+def erspan_variant(path: str) -> str:
+    """The same network with no hypervisor IDS port: every hypervisor copies
+    to the central IDS in ERSPAN, on a port number no hypervisor uses."""
+    doc = model.read_document(path)
+    net = model.load(path)
+    used = {vm.port for vm in net.vms if vm.port} | {
+        p for hv in net.hypervisors for p in hv.special_ports()} | {
+        lp.port for hv in net.hypervisors for lp in hv.learning_ports}
+    for body in doc["hypervisors"].values():
+        body.pop("ids_port", None)
+    doc["mirror"] = {"erspan": {"remote_ip": ERSPAN_IDS, "port": max(used) + 1,
+                                "session": 1}}
+    out = os.path.join(tempfile.mkdtemp(prefix="demo-erspan-"), os.path.basename(path))
+    with open(out, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    return out
+
+
+def remote_mirror(path: str, report: Report, token_file: str, token: str, a, b) -> None:
+    """a and b, on two hypervisors with no IDS port, ping each other under
+    mirroring: the central IDS gets each frame once, in ERSPAN, unchanged."""
+    with Lab(erspan_variant(path), controller_args=["--token-file", token_file]) as lab:
+        Api(lab, token).set_default("mirror")
+        for x, y in ((a, b), (b, a)):             # ARP settled before counting
+            probes.ping(lab.host(x.name), str(y.ip), count=1)
+        caps = {vm.name: probes.Capture(lab.host(vm.name), "icmp").start() for vm in (a, b)}
+        ids = probes.Capture(lab.host(CENTRAL_IDS), "ip proto 47").start()
+        sent = sum(probes.ping(lab.host(x.name), str(y.ip), count=10)[0]
+                   for x, y in ((a, b), (b, a)))
+        received = [f for cap in caps.values() for f in cap.frames()]
+        copies = [remote_ids.decapsulate(f) for f in ids.frames()]
+        for cap in [*caps.values(), ids]:
+            cap.close()
+        inner = sorted(remote_ids.icmp_only(c[1] for c in copies if c is not None))
+        report.check(len(received) == 2 * sent and inner == sorted(received),
+                     f"{a.name} ({a.hypervisor}) <-> {b.name} ({b.hypervisor}), no IDS port "
+                     f"on either: the central IDS got {len(inner)} ERSPAN copies of the "
+                     f"{len(received)} frames delivered, each once and byte for byte",
+                     f"{len(received)}")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     path = argv[0] if argv else "examples/consolidated.yaml"
@@ -349,6 +401,12 @@ def main(argv=None) -> int:
         report.line("skipped: needs two uplinked hypervisors and a second segment")
     else:
         migration(path, report, token_file, token, b, a, outsider)
+
+    report.section("6. Remote mirroring that needs nothing of the physical network: ERSPAN")
+    if len(uplinked) < 2 or a.hypervisor == b.hypervisor:
+        report.line("skipped: needs two uplinked hypervisors")
+    else:
+        remote_mirror(path, report, token_file, token, a, b)
 
     print(f"\n{len(report.failures)} failed checks; {time.time() - started:.0f}s.")
     for failure in report.failures:

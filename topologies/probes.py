@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,22 @@ class Capture:
                              capture_output=True, text=True).stdout
         return [line for line in out.splitlines() if line.strip()]
 
+    def frames(self) -> list[bytes]:
+        """The captured frames, raw (the classic pcap file tcpdump -w writes)."""
+        self.stop()
+        if self.kernel_drops:
+            raise RuntimeError(f"tcpdump on {self.host.name} lost {self.kernel_drops} "
+                               "packets: a count would be wrong")
+        with open(self.path, "rb") as f:
+            data = f.read()
+        order = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        frames, at = [], 24
+        while at + 16 <= len(data):
+            length = struct.unpack_from(order + "I", data, at + 8)[0]
+            frames.append(data[at + 16:at + 16 + length])
+            at += 16 + length
+        return frames
+
     def count(self, bpf: str = "") -> int:
         return len(self.packets(bpf))
 
@@ -156,6 +173,9 @@ def flood_macs(host, seconds: int):
     """Start macof (random source MACs) on a host, bounded by `timeout`."""
     return host.popen(["timeout", "-s", "INT", str(seconds), "macof", "-i", intf(host)],
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+CRAFTED_PAYLOAD = b"vguard-probe" * 4     # what craft.py's UDP frames carry
 
 
 def craft(host, kind: str, count: int = 5, **fields) -> str:

@@ -128,19 +128,9 @@ def decapsulate(frame: bytes) -> tuple[int, bytes] | None:
     return None
 
 
-def pcap_frames(path: str) -> list[bytes]:
-    """The frames of a classic pcap file (as tcpdump -w writes)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < 24:
-        return []
-    order = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    frames, at = [], 24
-    while at + 16 <= len(data):
-        length = struct.unpack_from(order + "I", data, at + 8)[0]
-        frames.append(data[at + 16:at + 16 + length])
-        at += 16 + length
-    return frames
+def icmp_only(frames) -> list[bytes]:
+    """The untagged IPv4 ICMP frames among `frames` (what pings are counted by)."""
+    return [f for f in frames if len(f) > 23 and f[12:14] == b"\x08\x00" and f[23] == 1]
 
 
 def _quiet(host, intf: str) -> None:

@@ -33,16 +33,6 @@ def variant(tmp_path, mirror: str) -> str:
     return str(path)
 
 
-def icmp(frames) -> list[bytes]:
-    return [f for f in frames if f[12:14] == b"\x08\x00" and f[23] == 1]
-
-
-def frames_of(cap) -> list[bytes]:
-    cap.stop()
-    assert cap.kernel_drops == 0, f"tcpdump on {cap.host.name} lost packets"
-    return remote_ids.pcap_frames(cap.path)
-
-
 def converse(lab, pairs, central_bpf: str) -> dict[str, list[bytes]]:
     """Ping each (a, b) pair PINGS times; the ICMP frames each VM received
     and each IDS got (decapsulated at the central one), raw."""
@@ -57,7 +47,7 @@ def converse(lab, pairs, central_bpf: str) -> dict[str, list[bytes]]:
             sent, answered = probes.ping(lab.host(a), str(lab.network.vm(b).ip),
                                          count=PINGS, interval=0.05)
             assert answered == sent == PINGS, (a, b)
-        got = {name: frames_of(cap) for name, cap in caps.items()}
+        got = {name: cap.frames() for name, cap in caps.items()}
     finally:
         for cap in caps.values():
             cap.close()
@@ -90,7 +80,8 @@ def test_tunnelled_copies_reach_the_central_ids_once_byte_for_byte(tmp_path, kin
             inner.append(decap[1])
         assert sessions == {7}
         assert len(remote) == 5 * PINGS        # n1<->n2 both ways twice, n2->n3
-        assert Counter(icmp(inner)) == Counter(remote), "each copy exactly once, unchanged"
+        assert Counter(remote_ids.icmp_only(inner)) == Counter(remote), \
+            "each copy exactly once, unchanged"
         assert Counter(got["rm3ids"]) == Counter(f for f in received if f[6:12] == n3)
         # No copy crossed the physical network as a tagged frame.
         assert lab.status()["mirror_copies_returned"] == {}
@@ -101,7 +92,7 @@ def test_rspan_vlan_copies_once_while_the_core_floods_it_and_miss_when_it_learns
         def central_copies():
             got = converse(lab, PAIRS[:2], "icmp")
             expected = [f for vm in ("n1", "n2") for f in got[vm]]
-            return Counter(icmp(got[CENTRAL_IDS])), Counter(expected)
+            return Counter(remote_ids.icmp_only(got[CENTRAL_IDS])), Counter(expected)
 
         copies, expected = central_copies()
         assert sum(expected.values()) == 4 * PINGS
