@@ -33,9 +33,10 @@ def wait_for(predicate, seconds: float = 10.0) -> bool:
 
 
 def ping(src, dst_ip: str, count: int = 3, interval: float = 0.2,
-         timeout: float = 1.0) -> tuple[int, int]:
-    """(sent, received) for `count` echo requests."""
-    out = src.cmd(f"ping -n -c {count} -i {interval} -W {timeout} {dst_ip}")
+         timeout: float = 1.0, size: int = 56) -> tuple[int, int]:
+    """(sent, received) for `count` echo requests of `size` payload bytes
+    (1472: full-size 1514-byte frames)."""
+    out = src.cmd(f"ping -n -c {count} -i {interval} -W {timeout} -s {size} {dst_ip}")
     m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
     return (int(m.group(1)), int(m.group(2))) if m else (count, 0)
 

@@ -24,6 +24,9 @@ from controller import model
 
 UNDERLAY = ipaddress.IPv4Network("198.18.0.0/15")
 UNDERLAY_PREFIX = 24
+# ERSPAN II adds 50 bytes (outer Ethernet, IPv4, GRE with sequence, ERSPAN);
+# the link to the IDS takes them on top of a full-size frame.
+UNDERLAY_MTU = 1600
 ETH_P_ERSPAN2, ETH_P_TEB = 0x88BE, 0x6558
 
 
@@ -71,6 +74,8 @@ def configure(network: model.Network, core: str, core_port: str, ids_host,
     # core stay away from the IDS and the machine's own stack.
     _vsctl("set", "port", core_port, "trunks=0")
     _vsctl("set", "port", core, "trunks=0")
+    _run(["ip", "link", "set", core_port, "mtu", str(UNDERLAY_MTU)])
+    ids_host.cmd(f"ip link set {ids_intf} mtu {UNDERLAY_MTU}")
     _run(["ovs-appctl", "ovs/route/add", f"{tunnel.remote_ip}/32", core])
     ids_host.cmd(f"ip addr add {remote} dev {ids_intf}")
     # A sensor takes the tunnel in without a GRE stack: drop it before the

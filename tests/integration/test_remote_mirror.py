@@ -34,8 +34,8 @@ def variant(tmp_path, mirror: str) -> str:
 
 
 def converse(lab, pairs, central_bpf: str) -> dict[str, list[bytes]]:
-    """Ping each (a, b) pair PINGS times; the ICMP frames each VM received
-    and each IDS got (decapsulated at the central one), raw."""
+    """Ping each (a, b) pair PINGS times, the last of them full-size; the
+    ICMP frames each VM received and each IDS got, raw."""
     ends = sorted({name for pair in pairs for name in pair})
     for a, b in pairs:                       # ARP settled before counting
         assert probes.ping(lab.host(a), str(lab.network.vm(b).ip), count=1)[1] == 1
@@ -44,9 +44,10 @@ def converse(lab, pairs, central_bpf: str) -> dict[str, list[bytes]]:
     caps["rm3ids"] = probes.Capture(lab.host("rm3ids"), "icmp").start()
     try:
         for a, b in pairs:
-            sent, answered = probes.ping(lab.host(a), str(lab.network.vm(b).ip),
-                                         count=PINGS, interval=0.05)
-            assert answered == sent == PINGS, (a, b)
+            for count, size in ((PINGS - 1, 56), (1, 1472)):
+                sent, answered = probes.ping(lab.host(a), str(lab.network.vm(b).ip),
+                                             count=count, interval=0.05, size=size)
+                assert answered == sent == count, (a, b, size)
         got = {name: cap.frames() for name, cap in caps.items()}
     finally:
         for cap in caps.values():
@@ -79,6 +80,7 @@ def test_tunnelled_copies_reach_the_central_ids_once_byte_for_byte(tmp_path, kin
             sessions.add(decap[0])
             inner.append(decap[1])
         assert sessions == {7}
+        assert max(map(len, inner)) == 1514       # a full-size frame's copy too
         assert len(remote) == 5 * PINGS        # n1<->n2 both ways twice, n2->n3
         assert Counter(remote_ids.icmp_only(inner)) == Counter(remote), \
             "each copy exactly once, unchanged"
