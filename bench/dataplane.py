@@ -17,8 +17,11 @@ ms) between two VMs of one segment on one hypervisor and across two.
 vguard's two modes are measured paired (see paired()): pair-reps
 repetitions of isolation, mirror, mirror, isolation.
 Ratios: every peer to OVS NORMAL, and the cost of mirroring (vguard mirror
-/ vguard isolation, the median of the per-repetition ratios). Steering has
-its own lab (a firewall): bench.steering.
+/ vguard isolation, the median of the per-repetition ratios). The remote
+path is measured the same way on a second lab, the same but with no IDS
+port: every copy goes in ERSPAN to the central IDS (vguard only: the other
+peers have no such path). Steering has its own lab (a firewall):
+bench.steering.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import json
 import secrets
 import statistics
 
-from topologies.lab import Lab
+from topologies.lab import CENTRAL_IDS, Lab
 
 from .common import (CORE, PREFIX, flush_neighbours, free_port, log, network_yaml,
                      ping_rtts, percentile, print_table, ratio, reset_bridges, rx_bytes, save,
@@ -35,6 +38,8 @@ from .common import (CORE, PREFIX, flush_neighbours, free_port, log, network_yam
 from .peers import Faucet, Normal, SimpleSwitch, Vguard, bring_up
 
 MIRROR, ISOLATION = "vguard mirror", "vguard isolation"
+ERSPAN_MIRROR = "vguard mirror, ERSPAN"
+ERSPAN_SECTION = "mirror:\n  erspan: {remote_ip: 198.18.9.10, port: 3}\n"   # port 3: no IDS
 # vguard modes measured: label -> policy default, the baseline first.
 # Steering needs a firewall in the lab, which would reflect the other
 # peers' floods back: it is measured on a lab of its own in
@@ -228,35 +233,67 @@ def main(argv=None) -> dict:
             for label in VGUARD_MODES:
                 results[label] = {"error": str(e)}
 
+    remote = _remote_mirror(port, args)
     table = _table(results, args)
     to_normal, to_normal_text = _ratios(results, args)
     mirror, mirror_text = paired_block(
         f"Mirror cost: {MIRROR} / {ISOLATION}, one controller switched by PUT between "
         f"them, ABBA x {args.pair_reps}, ratios within each repetition (the mirror "
         "issue's aim: 0.9 or better)", {path: pairs.get(path, {}) for path in PATHS},
-        _mirrored(pairs))
-    tables = [table, to_normal_text, mirror_text]
+        _mirrored(pairs, VGUARD_MODES, "IDS ports"))
+    remote_modes = {ISOLATION: "allow", ERSPAN_MIRROR: "mirror"}
+    erspan, erspan_text = paired_block(
+        f"Remote mirror cost: {ERSPAN_MIRROR} / {ISOLATION}, the lab with no IDS port, "
+        f"every copy encapsulated to the central IDS, ABBA x {args.pair_reps}",
+        {path: remote.get(path, {}) for path in PATHS},
+        _mirrored(remote, remote_modes, "the central IDS (ERSPAN, 50 bytes more a copy)"))
+    tables = [table, to_normal_text, mirror_text, erspan_text]
     config = {"seconds": args.seconds, "reps": args.reps, "pings": args.pings,
               "pair_reps": args.pair_reps, "pair_seconds": args.pair_seconds,
               "pair_order": "ABBA", "ping_interval_s": 0.02, "paths": PATHS,
               "network_file": open(base).read(), "vguard_modes": VGUARD_MODES}
     save("dataplane", config, {"peers": results, "paired": pairs, "ratios": {
-        "to OVS NORMAL": to_normal, f"{MIRROR} / {ISOLATION}": mirror}}, tables)
+        "to OVS NORMAL": to_normal, f"{MIRROR} / {ISOLATION}": mirror,
+        f"{ERSPAN_MIRROR} / {ISOLATION}": erspan}, "paired_erspan": remote}, tables)
     return results
 
 
-def _mirrored(pairs) -> list[str]:
-    """Lines saying what the IDS ports got in each mode, against what the
+def _remote_mirror(port: int, args) -> dict:
+    """vguard's paired isolation / mirror on a lab whose hypervisors have no
+    IDS port: the copies go in ERSPAN to the central IDS. Per path, as
+    paired() returns it ({} if it failed)."""
+    path = write_temp(network_yaml(2, 2, 6) + ERSPAN_SECTION, "dataplane-erspan.yaml")
+    modes = {ISOLATION: "allow", ERSPAN_MIRROR: "mirror"}
+    log(f"data plane: vguard, {ISOLATION} and {ERSPAN_MIRROR} paired")
+    try:
+        with Lab(path, controller=False, controller_port=port, core=CORE) as lab:
+            for (_a, b) in PATHS.values():
+                lab.host(b).cmd("iperf3 -s -D")
+            ids = lab.host(CENTRAL_IDS)
+            vguard = Vguard(path, "vguard", token=secrets.token_hex(24))
+
+            def measure(src, dst, args):
+                def probe():
+                    return {"ids_bytes": rx_bytes(ids), "destination_bytes": rx_bytes(dst)}
+                return paired(vguard, modes, src, dst, args, probe)
+            return measure_peer(lab, vguard, port, args, measure)["paths"]
+    except Exception as e:
+        log(f"  vguard with ERSPAN failed: {e}")
+        return {}
+
+
+def _mirrored(pairs, modes, sensors: str) -> list[str]:
+    """Lines saying what the IDS got in each mode, against what the
     destination got: evidence that the mirror slots really mirrored."""
     lines = []
     for path, p in pairs.items():
         c = {label: m["counters"] for label, m in p["modes"].items()}
-        lines.append(f"  {path}: IDS ports received "
+        lines.append(f"  {path}: {sensors} received "
                      + ", ".join(f"{c[label]['ids_bytes'] / 1e6:.0f} MB under {label}"
-                                 for label in VGUARD_MODES)
+                                 for label in modes)
                      + "; the destination "
                      + ", ".join(f"{c[label]['destination_bytes'] / 1e6:.0f} MB"
-                                 for label in VGUARD_MODES))
+                                 for label in modes))
     return lines
 
 
