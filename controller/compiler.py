@@ -20,10 +20,12 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from .model import Hypervisor, Network
-from .pipeline import (CLASS_MASK, CONTROLLER_METER, DESTINATION, DST_REMOTE, DST_SEGMENT_MASK,
-                       ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_PROBE, ETH_TYPE_RARP, FORWARD, FROM_FIREWALL,
-                       FROM_UPLINK, INGRESS, KIND_LEARNED, MULTICAST, OFPVID_NONE,
-                       OFPVID_PRESENT, POLICY, VLAN_TPIDS, Flow, flow, metadata)
+from .pipeline import (CLASS_MASK, CONTROLLER_METER, DESTINATION, DST_GATEWAY, DST_REMOTE,
+                       DST_SEGMENT_MASK, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_PROBE,
+                       ETH_TYPE_RARP, FORWARD, FROM_FIREWALL, FROM_UPLINK, INGRESS,
+                       KIND_LEARNED, MULTICAST, OFPVID_NONE, OFPVID_PRESENT, POLICY,
+                       POLICY_MASK, SEGMENTS_MASK, SRC_SEGMENT_MASK, VLAN_TPIDS, Flow, flow,
+                       metadata)
 
 PACKET_IN_BYTES = 0xFFFF       # OFPCML_NO_BUFFER: the whole frame, so it can be re-injected
 
@@ -37,6 +39,7 @@ class Host:
     vlan: int                   # its segment's VLAN
     ip: str | None = None       # None: learned, so its addresses are not known
     vm: str | None = None       # the VM's name; None for a learned host
+    router: bool = False        # a router VM: a gateway of its segment
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ def hosts(net: Network, learned: frozenset[LearnedHost] = frozenset(),
         if known is not None and known[0] is v:
             host = known[1]
         else:
-            host = Host(v.mac, v.hypervisor, v.port, vlan[v.segment], _text(v.ip), v.name)
+            host = Host(v.mac, v.hypervisor, v.port, vlan[v.segment], _text(v.ip), v.name,
+                        v.router)
         if kept is not None:
             kept[id(v)] = (v, host)
         out.append(host)
@@ -124,7 +128,8 @@ class Compiled:
         """Can `net` be reached from here by update()? Only if nothing but
         its VMs differ (where they run, which there are)."""
         return firewalls_down == self.firewalls_down and \
-            replace(net, vms=(), source="") == replace(self.net, vms=(), source="")
+            replace(net, vms=(), source="") == replace(self.net, vms=(), source="") and \
+            _gateway_segments(net) == _gateway_segments(self.net)
 
     def update(self, net: Network, learned: frozenset[LearnedHost] = frozenset(),
                candidates: frozenset[tuple[str, str, int]] = frozenset()) -> None:
@@ -195,9 +200,11 @@ class Compiled:
                               _learning_port(hv, lp, per_port[(hv.name, lp.port)]))
             for seg in net.segments:
                 if everything or seg.vlan in vlans:
+                    # Floods reach the uplink for other hypervisors' hosts
+                    # and for gateways on the physical network (ARP for them).
                     self._set(hv.name, ("floods", seg.vlan), _floods(
                         net, hv, seg, sorted(set(local[(hv.name, seg.vlan)])),
-                        bool(remote[seg.vlan] - {hv.name})))
+                        bool(remote[seg.vlan] - {hv.name}) or bool(seg.gateways)))
 
     def _set(self, hv: str, key: tuple, flows) -> None:
         old = self._slices[hv].pop(key, ())
@@ -228,8 +235,9 @@ class Compiled:
 def _base(net: Network, hv: Hypervisor, treat: "_Treatment") -> list[Flow]:
     """What depends on no host: the fixed entries of every table, the
     uplink and firewall ports, the segment pairs the policy allows."""
-    return (_ingress_base(net, hv) + _destination_base()
-            + _policy_base(net, treat) + _to_uplink(net, hv) + [flow(FORWARD, 0, "no-route")])
+    return (_ingress_base(net, hv) + _destination_base() + _gateways(net, hv)
+            + _policy_base(net, treat) + _external(net, treat)
+            + _to_uplink(net, hv) + [flow(FORWARD, 0, "no-route")])
 
 
 def _host(net: Network, hv: Hypervisor, h: Host, treat: "_Treatment", allowed: list,
@@ -241,7 +249,9 @@ def _host(net: Network, hv: Hypervisor, h: Host, treat: "_Treatment", allowed: l
     if h.vm is not None:
         flows += _activation(net, hv, h, candidates)
     remote = h.hypervisor != hv.name
-    key = ("destination", h.mac, h.vlan, _quarantined(net, h), remote)
+    if h.router and not remote and hv.firewall_port is not None and net.policy.steers_anything:
+        flows.append(_firewall_return_from(hv, h.vlan, h.mac))
+    key = ("destination", h.mac, h.vlan, _quarantined(net, h), remote, h.router)
     if key not in shared:
         shared[key] = _destination_host(net, h, remote)
     flows += shared[key]
@@ -255,7 +265,8 @@ def _host(net: Network, hv: Hypervisor, h: Host, treat: "_Treatment", allowed: l
 # -- table 0: which segment a frame belongs to, and may its port send it
 
 def _ingress_host(net: Network, hv: Hypervisor, h: Host) -> list[Flow]:
-    classify = dict(write_metadata=(metadata(h.vlan), CLASS_MASK), goto=DESTINATION)
+    classify = dict(write_metadata=(metadata(h.vlan, src_gateway=h.router), CLASS_MASK),
+                    goto=DESTINATION)
     if h.ip is None:
         # Learned host: its MAC is pinned to its port; its IP is not known.
         return [flow(INGRESS, 200, "learned-host", in_port=h.port, vlan_vid=OFPVID_NONE,
@@ -265,8 +276,11 @@ def _ingress_host(net: Network, hv: Hypervisor, h: Host) -> list[Flow]:
         # Nothing it sends is delivered; the IDS, if reachable, sees it all.
         return [flow(INGRESS, 100, "quarantine", in_port=h.port,
                      actions=mirror_actions(net, hv) or ())]
-    return [flow(INGRESS, 200, "vm-ipv4", in_port=h.port, vlan_vid=OFPVID_NONE,
-                 eth_src=h.mac, eth_type=ETH_TYPE_IP, ipv4_src=h.ip, **classify),
+    # A router forwards others' packets: any IPv4 source, from its own MAC.
+    source = {} if h.router else {"ipv4_src": h.ip}
+    return [flow(INGRESS, 200, "router-ipv4" if h.router else "vm-ipv4", in_port=h.port,
+                 vlan_vid=OFPVID_NONE, eth_src=h.mac, eth_type=ETH_TYPE_IP, **source,
+                 **classify),
             flow(INGRESS, 200, "vm-arp", in_port=h.port, vlan_vid=OFPVID_NONE,
                  eth_src=h.mac, eth_type=ETH_TYPE_ARP, arp_sha=h.mac, arp_spa=h.ip,
                  **classify),
@@ -342,6 +356,15 @@ def _firewall_returns(net: Network, hv: Hypervisor) -> list[Flow]:
     return flows
 
 
+def _firewall_return_from(hv: Hypervisor, vlan: int, mac: str) -> Flow:
+    """A steered frame of a gateway (its MAC) back from the firewall: still
+    from a gateway, so its return is matched as north-south."""
+    return flow(INGRESS, 210, "firewall-return-gateway", in_port=hv.firewall_port,
+                vlan_vid=OFPVID_PRESENT | vlan, eth_src=mac, actions=[("pop_vlan",)],
+                write_metadata=(metadata(vlan, firewall=True, src_gateway=True), CLASS_MASK),
+                goto=DESTINATION)
+
+
 def _firewall_probe(net: Network, hv: Hypervisor) -> Flow:
     """The controller's health probe, sent out tagged with the first
     segment's VLAN, comes back like any steered frame. Probed whether the
@@ -371,8 +394,9 @@ def _destination_host(net: Network, h: Host, remote: bool) -> list[Flow]:
     if _quarantined(net, h):
         return [flow(DESTINATION, 200, "quarantine", eth_dst=h.mac)]
     return [flow(DESTINATION, 200, "host", eth_dst=h.mac,
-                 write_metadata=(metadata(dst_vlan=h.vlan) | (DST_REMOTE if remote else 0),
-                                 DST_SEGMENT_MASK | DST_REMOTE), goto=POLICY)]
+                 write_metadata=(metadata(dst_vlan=h.vlan, dst_gateway=h.router)
+                                 | (DST_REMOTE if remote else 0),
+                                 DST_SEGMENT_MASK | DST_REMOTE | DST_GATEWAY), goto=POLICY)]
 
 
 def _quarantined(net: Network, h: Host) -> bool:
@@ -420,16 +444,91 @@ def _policy_base(net: Network, treat: "_Treatment") -> list[Flow]:
         mirror, steer = mode in ("mirror", "steer-mirror"), mode in ("steer", "steer-mirror")
         match = metadata(src.vlan, dst.vlan)
         flows.append(treat.entry(200, mode, src.vlan, mirror, steer,
-                                 metadata=(match, CLASS_MASK)))
+                                 metadata=(match, POLICY_MASK)))
         if steer:
             flows.append(flow(POLICY, 300, "firewall-return",
                               metadata=(metadata(src.vlan, dst.vlan, firewall=True),
-                                        CLASS_MASK), goto=FORWARD))
+                                        POLICY_MASK), goto=FORWARD))
         if src is dst:
             # Floods stay in the segment and are never steered: after a
             # hairpin the sender's own port could not be left out.
             flows.append(treat.entry(200, mode, src.vlan, mirror, False,
-                                     metadata=(metadata(src.vlan, 0), CLASS_MASK)))
+                                     metadata=(metadata(src.vlan, 0), POLICY_MASK)))
+    return flows
+
+
+# -- gateways: a segment's way out (north-south), under policy.external
+
+def _gateway_segments(net: Network) -> tuple[str, ...]:
+    """Segments with a gateway: on the physical network, or a router VM."""
+    routed = {vm.segment for vm in net.vms if vm.router}
+    return tuple(s.name for s in net.segments if s.gateways or s.name in routed)
+
+
+def _gateways(net: Network, hv: Hypervisor) -> list[Flow]:
+    """The physical gateways' MACs: as a source from the uplink (and back
+    from the firewall), and as a destination, out of the uplink. A
+    destination entry matches the source segment too, so a router that uses
+    one MAC on several VLANs is each segment's own gateway."""
+    flows = []
+    for seg in net.segments:
+        for gw in seg.gateways:
+            if hv.uplink_port is not None:
+                flows.append(flow(INGRESS, 210, "uplink-gateway", in_port=hv.uplink_port,
+                                  vlan_vid=OFPVID_PRESENT | seg.vlan, eth_src=gw.mac,
+                                  actions=[("pop_vlan",)],
+                                  write_metadata=(metadata(seg.vlan, uplink=True,
+                                                           src_gateway=True), CLASS_MASK),
+                                  goto=DESTINATION))
+            if hv.firewall_port is not None and net.policy.steers_anything:
+                flows.append(_firewall_return_from(hv, seg.vlan, gw.mac))
+            flows.append(flow(DESTINATION, 210, "gateway", eth_dst=gw.mac,
+                              metadata=(metadata(seg.vlan), SRC_SEGMENT_MASK),
+                              write_metadata=(metadata(dst_vlan=seg.vlan, dst_gateway=True)
+                                              | DST_REMOTE,
+                                              DST_SEGMENT_MASK | DST_REMOTE | DST_GATEWAY),
+                              goto=POLICY))
+    return flows
+
+
+def _external_scopes(net: Network):
+    """(segment, mode, [(priority, metadata value, mask, floods)]) for each
+    segment with gateways: the frames its external mode decides. To a
+    gateway; from one on this hypervisor (a router VM; its floods too); from
+    one on the physical network (judged where it enters, so at priority 300
+    above the uplink's pass). Floods are delivered, never copied or steered
+    (a gateway's ARP reaches every hypervisor)."""
+    for name in _gateway_segments(net):
+        vlan = net.segment(name).vlan
+        yield name, net.policy.external_mode(name), [
+            (200, metadata(vlan, vlan, dst_gateway=True), POLICY_MASK, False),
+            (200, metadata(vlan, vlan, src_gateway=True), CLASS_MASK, False),
+            (200, metadata(vlan, 0, src_gateway=True), CLASS_MASK, True),
+            (300, metadata(vlan, vlan, uplink=True, src_gateway=True), CLASS_MASK, False),
+            (300, metadata(vlan, 0, uplink=True, src_gateway=True), CLASS_MASK, True)]
+
+
+def _external(net: Network, treat: "_Treatment") -> list[Flow]:
+    flows = []
+    for name, mode, matches in _external_scopes(net):
+        vlan = net.segment(name).vlan
+        mirror, steer = mode in ("mirror", "steer-mirror"), mode in ("steer", "steer-mirror")
+        for priority, value, mask, floods in matches:
+            if mode == "deny":
+                flows.append(flow(POLICY, priority, "external-deny", metadata=(value, mask),
+                                  actions=treat.mirror if net.policy.mirror_denied else ()))
+            else:
+                flows.append(treat.entry(priority, f"external-{mode}", vlan,
+                                         mirror and not floods, steer and not floods,
+                                         metadata=(value, mask)))
+        if steer:
+            # Back from the firewall, to a gateway or from one: delivered.
+            for value, mask in ((metadata(vlan, vlan, firewall=True, dst_gateway=True),
+                                 POLICY_MASK),
+                                (metadata(vlan, vlan, firewall=True, src_gateway=True),
+                                 CLASS_MASK)):
+                flows.append(flow(POLICY, 300, "firewall-return-external",
+                                  metadata=(value, mask), goto=FORWARD))
     return flows
 
 
@@ -477,17 +576,32 @@ def _vm_rules(net: Network, hv: Hypervisor, h: Host, treat: _Treatment,
         steer = rule.mode == "steer" or mode in ("steer", "steer-mirror")
         if sent and src.vlan == h.vlan and h.hypervisor == hv.name:
             flows.append(treat.entry(220, reason, src.vlan, mirror, steer, eth_src=h.mac,
-                                     metadata=(metadata(src.vlan, dst.vlan), CLASS_MASK)))
+                                     metadata=(metadata(src.vlan, dst.vlan), POLICY_MASK)))
             if src is dst and rule.mode == "mirror":
                 flows.append(treat.entry(220, reason, src.vlan, True, False, eth_src=h.mac,
-                                         metadata=(metadata(src.vlan, 0), CLASS_MASK)))
+                                         metadata=(metadata(src.vlan, 0), POLICY_MASK)))
         if received and dst.vlan == h.vlan:
             flows.append(treat.entry(210, reason, src.vlan, mirror, steer, eth_dst=h.mac,
-                                     metadata=(metadata(src.vlan, dst.vlan), CLASS_MASK)))
+                                     metadata=(metadata(src.vlan, dst.vlan), POLICY_MASK)))
             if src is dst and rule.mode == "mirror":
                 # A flood inside its segment reaches it too.
                 flows.append(treat.entry(210, reason, src.vlan, True, False,
-                                         metadata=(metadata(src.vlan, 0), CLASS_MASK)))
+                                         metadata=(metadata(src.vlan, 0), POLICY_MASK)))
+    # North-south, where its segment's external mode lets it through; a
+    # gateway's floods are not copied (see _external_scopes).
+    for name, mode, matches in _external_scopes(net):
+        if mode == "deny" or net.segment(name).vlan != h.vlan:
+            continue
+        mirror = rule.mode == "mirror" or mode in ("mirror", "steer-mirror")
+        steer = rule.mode == "steer" or mode in ("steer", "steer-mirror")
+        to_gateway, *from_gateway = [m for m in matches if not m[3]]
+        if sent and h.hypervisor == hv.name:
+            flows.append(treat.entry(to_gateway[0] + 20, reason, h.vlan, mirror, steer,
+                                     eth_src=h.mac, metadata=to_gateway[1:3]))
+        if received:
+            for priority, value, mask, _ in from_gateway:
+                flows.append(treat.entry(priority + 10, reason, h.vlan, mirror, steer,
+                                         eth_dst=h.mac, metadata=(value, mask)))
     return flows
 
 
@@ -527,9 +641,12 @@ def _floods(net: Network, hv: Hypervisor, seg, ports: list[int], elsewhere: bool
     out = list(local)
     if hv.uplink_port is not None and elsewhere:
         out += _tagged_uplink(seg.vlan, hv.uplink_port)
+    # A flood's source segment and whether it came by the uplink decide;
+    # from a gateway or not makes no difference here.
+    mask = SEGMENTS_MASK | FROM_UPLINK | FROM_FIREWALL
     return [flow(FORWARD, 150, "flood-from-uplink",
-                 metadata=(metadata(seg.vlan, 0, uplink=True), CLASS_MASK), actions=local),
-            flow(FORWARD, 100, "flood", metadata=(metadata(seg.vlan, 0), CLASS_MASK),
+                 metadata=(metadata(seg.vlan, 0, uplink=True), mask), actions=local),
+            flow(FORWARD, 100, "flood", metadata=(metadata(seg.vlan, 0), mask),
                  actions=out)]
 
 

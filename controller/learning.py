@@ -1,8 +1,8 @@
 """Which source MACs a learning port may add: pure decisions, no I/O.
 
 A learning port serves hosts that are not in the network file. Its MACs are
-pinned to it once learned; a MAC that belongs to a declared VM or is already
-learned elsewhere is a spoof and is refused, and each port learns at most
+pinned to it once learned; a MAC that belongs to a declared VM or gateway or
+is already learned elsewhere is a spoof and is refused, and each port learns at most
 its max_hosts MACs, so a MAC flood fills nothing but its own small quota.
 """
 from __future__ import annotations
@@ -22,6 +22,8 @@ def decide(net: Network, learned: frozenset[LearnedHost], hypervisor: str,
         return "invalid-source-mac"
     if any(vm.mac == mac for vm in net.vms):
         return "declared-vm-mac"
+    if any(gw.mac == mac for seg in net.segments for gw in seg.gateways):
+        return "gateway-mac"        # a host posing as the way out
     for host in learned:
         if host.mac == mac:
             return "already-learned" if (host.hypervisor, host.port) == (hypervisor, port) \

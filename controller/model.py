@@ -34,10 +34,19 @@ class NetworkFileError(ValueError):
 
 
 @dataclass(frozen=True)
+class Gateway:
+    """A router or firewall interface on the physical network, reached
+    through the uplink on its segment's VLAN: the segment's way out."""
+    mac: str
+    ip: ipaddress.IPv4Address | None = None
+
+
+@dataclass(frozen=True)
 class Segment:
     name: str
     vlan: int
     subnet: ipaddress.IPv4Network | None = None
+    gateways: tuple[Gateway, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,10 @@ class VM:
     ip: ipaddress.IPv4Address
     interface: str | None = None     # the OVS port/interface name
     iface_id: str | None = None      # the Interface's external_ids:iface-id
+    # It forwards for others: may send from and receive for any IP address
+    # (its MAC, and ARP for its own address, still pinned); a gateway of its
+    # segment, so its traffic is north-south (policy.external).
+    router: bool = False
 
     @property
     def bound(self) -> bool:
@@ -404,7 +417,8 @@ class _Parser:
         out, by_vlan = [], {}
         for name, body in raw.items():
             place = f"segments.{name}"
-            body = self.mapping(body, place, required=("vlan",), optional=("subnet",))
+            body = self.mapping(body, place, required=("vlan",),
+                                optional=("subnet", "gateways"))
             vlan = self.integer(body["vlan"], f"{place}.vlan", 1, MAX_VLAN)
             if vlan in by_vlan:
                 self.fail(f"{place}.vlan", f"VLAN {vlan} is already used by segment "
@@ -416,8 +430,61 @@ class _Parser:
                     subnet = ipaddress.IPv4Network(str(body["subnet"]))
                 except ValueError as e:
                     self.fail(f"{place}.subnet", f"not an IPv4 network: {e}")
-            out.append(Segment(name, vlan, subnet))
+            out.append(Segment(name, vlan, subnet,
+                               self.gateways(body.get("gateways"), f"{place}.gateways", name,
+                                             subnet)))
         return tuple(out)
+
+    def gateways(self, raw: Any, place: str, segment: str, subnet) -> tuple[Gateway, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or not raw:
+            self.fail(place, "must be a non-empty list of {mac: ..., ip: ...}")
+        out, macs = [], set()
+        for i, body in enumerate(raw):
+            where = f"{place}[{i}]"
+            body = self.mapping(body, where, required=("mac",), optional=("ip",))
+            mac = self.mac(body["mac"], f"{where}.mac")
+            if mac in macs:
+                self.fail(f"{where}.mac", f"{mac} is already a gateway of this segment")
+            macs.add(mac)
+            ip = None
+            if "ip" in body:
+                ip = self.host_ip(body["ip"], f"{where}.ip", segment, subnet)
+            out.append(Gateway(mac, ip))
+        return tuple(out)
+
+    def mac(self, value: Any, place: str) -> str:
+        """A unicast MAC address, as lower-case text."""
+        if isinstance(value, int):
+            self.fail(place, "YAML read this MAC as a number: put it in quotes")
+        mac = str(value).lower()
+        if not MAC_RE.match(mac):
+            self.fail(place, f"not a MAC address: {value!r}")
+        if int(mac[:2], 16) & 1:
+            self.fail(place, f"{mac} is a multicast address")
+        if mac == "00:00:00:00:00:00":
+            self.fail(place, "the all-zero MAC is not a host address")
+        return mac
+
+    def host_ip(self, value: Any, place: str, segment: str, subnet) -> ipaddress.IPv4Address:
+        """An IPv4 host address, inside the segment's `subnet` when it has one."""
+        try:
+            ip = ipaddress.IPv4Address(str(value))
+        except ValueError:
+            self.fail(place, f"not an IPv4 address: {value!r}")
+        if ip.is_multicast or ip.is_unspecified or ip == ipaddress.IPv4Address(
+                "255.255.255.255"):
+            self.fail(place, f"{ip} is not a host address")
+        if subnet is not None:
+            if ip not in subnet:
+                self.fail(place, f"{ip} is outside segment '{segment}' subnet {subnet}")
+            if subnet.prefixlen < 31 and ip in (subnet.network_address,
+                                               subnet.broadcast_address):
+                what = "network" if ip == subnet.network_address else "broadcast"
+                self.fail(place, f"{ip} is the {what} address of segment '{segment}' "
+                                 f"subnet {subnet}")
+        return ip
 
     def ovsdb_address(self, value: Any, place: str) -> str:
         if not isinstance(value, str) or not OVSDB_RE.match(value):
@@ -518,7 +585,8 @@ class _Parser:
         for name, body in raw.items():
             place = f"vms.{name}"
             body = self.mapping(body, place, required=("segment", "mac", "ip"),
-                                optional=("hypervisor", "port", "interface", "iface_id"))
+                                optional=("hypervisor", "port", "interface", "iface_id",
+                                          "router"))
             self.reference(body["segment"], segs, "segment", f"{place}.segment")
             hv, port, interface, iface_id = self.vm_binding(body, place, hvs, by_binding)
             if port is not None:
@@ -528,35 +596,33 @@ class _Parser:
                 taken_ports[(hv, port)] = f"used by VM '{name}'"
             else:
                 by_binding[(interface, iface_id)] = name
-            if isinstance(body["mac"], int):
-                self.fail(f"{place}.mac", "YAML read this MAC as a number: put it in "
-                                          "quotes")
-            mac = str(body["mac"]).lower()
-            if not MAC_RE.match(mac):
-                self.fail(f"{place}.mac", f"not a MAC address: {body['mac']!r}")
-            if int(mac[:2], 16) & 1:
-                self.fail(f"{place}.mac", f"{mac} is a multicast address")
-            if mac == "00:00:00:00:00:00":
-                self.fail(f"{place}.mac", "the all-zero MAC is not a host address")
+            mac = self.mac(body["mac"], f"{place}.mac")
             if mac in by_mac:
-                self.fail(f"{place}.mac", f"{mac} is already used by VM '{by_mac[mac]}'")
-            by_mac[mac] = name
-            try:
-                ip = ipaddress.IPv4Address(str(body["ip"]))
-            except ValueError:
-                self.fail(f"{place}.ip", f"not an IPv4 address: {body['ip']!r}")
-            if ip.is_multicast or ip.is_unspecified or ip == ipaddress.IPv4Address(
-                    "255.255.255.255"):
-                self.fail(f"{place}.ip", f"{ip} is not a host address")
+                self.fail(f"{place}.mac", f"{mac} is already used by {by_mac[mac]}")
+            by_mac[mac] = f"VM '{name}'"
+            seg = segs[body["segment"]]
+            ip = self.host_ip(body["ip"], f"{place}.ip", seg.name, seg.subnet)
             if ip in by_ip:
-                self.fail(f"{place}.ip", f"{ip} is already used by VM '{by_ip[ip]}'")
-            by_ip[ip] = name
-            subnet = segs[body["segment"]].subnet
-            if subnet is not None and ip not in subnet:
-                self.fail(f"{place}.ip", f"{ip} is outside segment "
-                                         f"'{body['segment']}' subnet {subnet}")
-            out.append(VM(name, hv, port, body["segment"], mac, ip, interface, iface_id))
+                self.fail(f"{place}.ip", f"{ip} is already used by {by_ip[ip]}")
+            by_ip[ip] = f"VM '{name}'"
+            router = body.get("router", False)
+            if not isinstance(router, bool):
+                self.fail(f"{place}.router", f"must be true or false, got {router!r}")
+            out.append(VM(name, hv, port, body["segment"], mac, ip, interface, iface_id,
+                          router))
+        self.gateways_apart(segments, by_mac, by_ip)
         return tuple(out)
+
+    def gateways_apart(self, segments, vm_macs: dict, vm_ips: dict) -> None:
+        """A gateway is not a VM: its MAC and address are no VM's."""
+        for seg in segments:
+            for i, gw in enumerate(seg.gateways):
+                where = f"segments.{seg.name}.gateways[{i}]"
+                if gw.mac in vm_macs:
+                    self.fail(f"{where}.mac", f"{gw.mac} is already used by "
+                                              f"{vm_macs[gw.mac]}")
+                if gw.ip is not None and gw.ip in vm_ips:
+                    self.fail(f"{where}.ip", f"{gw.ip} is already used by {vm_ips[gw.ip]}")
 
     def vm_binding(self, body: Mapping, place: str, hvs: Mapping, taken: dict):
         """(hypervisor, port, interface, iface_id): placed by the file, or

@@ -21,7 +21,7 @@ TABLE_NAMES = {INGRESS: "ingress", DESTINATION: "destination",
 TABLE_MATCHES = {
     INGRESS: {"in_port", "vlan_vid", "eth_src", "eth_type", "ipv4_src",
               "arp_sha", "arp_spa"},
-    DESTINATION: {"vlan_vid", "eth_type", "eth_dst"},
+    DESTINATION: {"vlan_vid", "eth_type", "eth_dst", "metadata"},
     POLICY: {"metadata", "eth_src", "eth_dst"},
     FORWARD: {"metadata", "eth_dst"},
 }
@@ -36,8 +36,14 @@ FROM_FIREWALL = 1 << 25                                  # came back from the fi
 # The receiver runs on another hypervisor (table 1 says, table 3 sends it to
 # the uplink by segment: no per-host entry for the thousands of remote VMs).
 DST_REMOTE = 1 << 26
+# North-south: the sender (table 0) / the receiver (table 1) is a gateway
+# of the segment, so policy.external decides in table 2, not the segment's
+# own mode.
+SRC_GATEWAY = 1 << 27
+DST_GATEWAY = 1 << 28
 SEGMENTS_MASK = SRC_SEGMENT_MASK | DST_SEGMENT_MASK
-CLASS_MASK = SEGMENTS_MASK | FROM_UPLINK | FROM_FIREWALL  # everything table 0 decides
+CLASS_MASK = SEGMENTS_MASK | FROM_UPLINK | FROM_FIREWALL | SRC_GATEWAY  # what table 0 decides
+POLICY_MASK = CLASS_MASK | DST_GATEWAY          # table 2: which scope a frame is in
 
 OFPVID_PRESENT = 0x1000
 OFPVID_NONE = 0x0000
@@ -61,9 +67,10 @@ CONTROLLER_METER = 1   # rate-limits everything sent to the controller
 
 
 def metadata(src_vlan: int = 0, dst_vlan: int = 0, uplink: bool = False,
-             firewall: bool = False):
+             firewall: bool = False, src_gateway: bool = False, dst_gateway: bool = False):
     return (src_vlan << SRC_SEGMENT_SHIFT) | (dst_vlan << DST_SEGMENT_SHIFT) \
-        | (FROM_UPLINK if uplink else 0) | (FROM_FIREWALL if firewall else 0)
+        | (FROM_UPLINK if uplink else 0) | (FROM_FIREWALL if firewall else 0) \
+        | (SRC_GATEWAY if src_gateway else 0) | (DST_GATEWAY if dst_gateway else 0)
 
 
 @dataclass(frozen=True)

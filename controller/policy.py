@@ -1,8 +1,10 @@
 """The policy: which traffic is allowed, and how allowed traffic is treated.
 
-Pure Python. Four scopes, the most specific wins:
+Pure Python. The scopes, the most specific wins:
     vms.<vm>          traffic a VM sends or receives (mirror it, quarantine it)
     pairs [a, b]      traffic between two segments (both directions)
+    external.<seg>    traffic between a segment and its gateways (north-south,
+                      both directions); not given: the mode inside the segment
     segments.<seg>    traffic inside one segment
     default           traffic inside every segment not named above
 Traffic between two segments that no pair names is denied.
@@ -52,12 +54,17 @@ class Policy:
     pairs: tuple = ()             # (((a, b), mode), ...) with a < b, sorted
     vms: tuple = ()               # ((vm, VMRule), ...) sorted
     mirror_denied: bool = False   # also copy frames the policy denies
+    external: tuple = ()          # ((segment, mode), ...) sorted
 
     def mode(self, src: str, dst: str) -> str:
         """The mode for traffic from segment src to segment dst."""
         if src == dst:
             return self._by_segment.get(src, self.default)
         return self._by_pair.get(tuple(sorted((src, dst))), "deny")
+
+    def external_mode(self, segment: str) -> str:
+        """The mode between a segment's VMs and its gateways."""
+        return self._by_external.get(segment) or self.mode(segment, segment)
 
     def vm_rule(self, vm: str) -> VMRule:
         return self._by_vm.get(vm, VMRule())
@@ -72,12 +79,16 @@ class Policy:
         return dict(self.pairs)
 
     @cached_property
+    def _by_external(self) -> dict:
+        return dict(self.external)
+
+    @cached_property
     def _by_vm(self) -> dict:
         return dict(self.vms)
 
     def _modes(self) -> set:
         return ({self.default} | {m for _, m in self.segments} | {m for _, m in self.pairs}
-                | {r.mode for _, r in self.vms})
+                | {m for _, m in self.external} | {r.mode for _, r in self.vms})
 
     @property
     def mirrors_anything(self) -> bool:
@@ -105,6 +116,12 @@ class Policy:
              else _mode(mode, SCOPE_MODES, f"pairs.{a},{b}"))
         return replace(self, pairs=tuple(sorted(entries.items())))
 
+    def with_external(self, segment: str, mode: str | None) -> "Policy":
+        entries = dict(self.external)
+        _set(entries, segment, None if mode is None
+             else _mode(mode, SCOPE_MODES, f"external.{segment}"))
+        return replace(self, external=tuple(sorted(entries.items())))
+
     def with_vm(self, vm: str, rule: VMRule | None) -> "Policy":
         entries = dict(self.vms)
         _set(entries, vm, None if rule is None or rule == VMRule() else rule)
@@ -116,6 +133,7 @@ class Policy:
             "default": self.default,
             "segments": dict(self.segments),
             "pairs": [{"segments": list(pair), "mode": mode} for pair, mode in self.pairs],
+            "external": dict(self.external),
             "vms": {vm: {"mode": r.mode, "direction": r.direction} for vm, r in self.vms},
             "mirror_denied": self.mirror_denied,
         }
@@ -160,7 +178,7 @@ def parse(raw: Any, segments: set, vms: set, place: str = "policy") -> Policy:
         raw = {}
     if not isinstance(raw, dict):
         raise PolicyError(place, f"must be a mapping, got {type(raw).__name__}")
-    known = ("default", "segments", "pairs", "vms", "mirror_denied")
+    known = ("default", "segments", "pairs", "external", "vms", "mirror_denied")
     for key in raw:
         if key not in known:
             raise PolicyError(f"{place}.{key}", f"unknown key (allowed: {', '.join(known)})")
@@ -188,6 +206,9 @@ def parse(raw: Any, segments: set, vms: set, place: str = "policy") -> Policy:
         if "mode" not in rule:
             raise PolicyError(where, "missing required key 'mode'")
         policy = _at(f"{where}.mode", policy.with_pair, pair[0], pair[1], rule["mode"])
+    for name, mode in _mapping(raw.get("external"), f"{place}.external").items():
+        _known(name, segments, "segment", f"{place}.external.{name}")
+        policy = _at(f"{place}.external.{name}", policy.with_external, name, mode)
     for name, value in _mapping(raw.get("vms"), f"{place}.vms").items():
         _known(name, vms, "VM", f"{place}.vms.{name}")
         policy = policy.with_vm(name, vm_rule(value, f"{place}.vms.{name}"))
