@@ -58,6 +58,8 @@ ENDPOINTS = {
     f"{API}/policy/default": {"PUT": "set_default"},
     f"{API}/policy/segments/{{segment}}": {"PUT": "set_segment", "DELETE": "clear_segment"},
     f"{API}/policy/pairs/{{a}}/{{b}}": {"PUT": "set_pair", "DELETE": "clear_pair"},
+    f"{API}/policy/external/{{segment}}": {"PUT": "set_external",
+                                           "DELETE": "clear_external"},
     f"{API}/policy/vms/{{vm}}": {"PUT": "set_vm", "DELETE": "clear_vm"},
 }
 
@@ -297,6 +299,12 @@ class Api:
 
     def set_pair(self, req, params):
         return self._write(req, params, changes.set_pair, with_body=True)
+
+    def set_external(self, req, params):
+        return self._write(req, params, changes.set_external, with_body=True)
+
+    def clear_external(self, req, params):
+        return self._write(req, params, changes.clear_external, with_body=False)
 
     def clear_pair(self, req, params):
         return self._write(req, params, changes.clear_pair, with_body=False)

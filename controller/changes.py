@@ -127,6 +127,14 @@ def clear_segment(policy: Policy, net: Network, params: dict, body: dict) -> Pol
     return policy.with_segment(segment(net, params["segment"]), None)
 
 
+def set_external(policy: Policy, net: Network, params: dict, body: dict) -> Policy:
+    return policy.with_external(segment(net, params["segment"]), scope_mode(body))
+
+
+def clear_external(policy: Policy, net: Network, params: dict, body: dict) -> Policy:
+    return policy.with_external(segment(net, params["segment"]), None)
+
+
 def set_pair(policy: Policy, net: Network, params: dict, body: dict) -> Policy:
     a, b = pair(net, params["a"], params["b"])
     return policy.with_pair(a, b, scope_mode(body))

@@ -109,6 +109,8 @@ def cmd_policy(client, args) -> str:
     rows = [["default", "inside every segment", p["default"]]]
     rows += [["segment", name, mode] for name, mode in sorted(p["segments"].items())]
     rows += [["pair", " <-> ".join(r["segments"]), r["mode"]] for r in p["pairs"]]
+    rows += [["external", f"{name} <-> its gateways", mode]
+             for name, mode in sorted(p.get("external", {}).items())]
     rows += [["vm", name, r["mode"] + (f" ({r['direction']})" if r["mode"] == "mirror"
                                        or r["direction"] != "both" else "")]
              for name, r in sorted(p["vms"].items())]
@@ -134,9 +136,10 @@ def _applied(doc: dict) -> str:
 def cmd_set(client, args) -> str:
     if args.scope == "default":
         path, (mode,) = "/api/v1/policy/default", _take(args.rest, 1, "set default MODE")
-    elif args.scope == "segment":
-        name, mode = _take(args.rest, 2, "set segment NAME MODE")
-        path = f"/api/v1/policy/segments/{_quote(name)}"
+    elif args.scope in ("segment", "external"):
+        name, mode = _take(args.rest, 2, f"set {args.scope} NAME MODE")
+        kind = "segments" if args.scope == "segment" else "external"
+        path = f"/api/v1/policy/{kind}/{_quote(name)}"
     else:
         a, b, mode = _take(args.rest, 3, "set pair A B MODE")
         path = f"/api/v1/policy/pairs/{_quote(a)}/{_quote(b)}"
@@ -260,8 +263,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("vms", help="VMs and their modes").set_defaults(run=cmd_vms)
     sub.add_parser("policy", help="the policy in force").set_defaults(run=cmd_policy)
     s = sub.add_parser("set", help="set default MODE | segment NAME MODE | "
-                                   "pair A B MODE")
-    s.add_argument("scope", choices=("default", "segment", "pair"))
+                                   "pair A B MODE | external SEGMENT MODE (with its "
+                                   "gateways)")
+    s.add_argument("scope", choices=("default", "segment", "pair", "external"))
     s.add_argument("rest", nargs="+", metavar="ARG")
     s.set_defaults(run=cmd_set)
     s = sub.add_parser("vm", help="vm NAME MODE: a VM's own mode | vm add NAME ...: "

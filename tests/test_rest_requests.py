@@ -99,8 +99,11 @@ def test_each_route_changes_its_own_scope(net):
     p = changes.set_segment(p, net, {"segment": "dmz"}, {"mode": "mirror"})
     p = changes.set_pair(p, net, {"a": "internal", "b": "dmz"}, {"mode": "allow"})
     p = changes.set_vm(p, net, {"vm": "web2"}, {"mode": "quarantine"})
+    p = changes.set_external(p, net, {"segment": "internal"}, {"mode": "steer"})
     assert p.default == "deny" and p.mode("dmz", "dmz") == "mirror"
     assert p.mode("dmz", "internal") == "allow" and p.vm_rule("web2").mode == "quarantine"
+    assert p.external_mode("internal") == "steer" and p.external_mode("dmz") == "mirror"
+    p = changes.clear_external(p, net, {"segment": "internal"}, {})
     p = changes.clear_segment(p, net, {"segment": "dmz"}, {})
     p = changes.clear_pair(p, net, {"a": "dmz", "b": "internal"}, {})
     p = changes.clear_vm(p, net, {"vm": "web2"}, {})
@@ -110,6 +113,8 @@ def test_each_route_changes_its_own_scope(net):
 def test_unknown_names_are_404(net):
     assert "unknown segment 'dmzz' (known: dmz, internal, management)" in refused(
         404, changes.set_segment, Policy(), net, {"segment": "dmzz"}, {"mode": "allow"})
+    assert "unknown segment 'x'" in refused(404, changes.set_external, Policy(), net,
+                                            {"segment": "x"}, {"mode": "deny"})
     assert "unknown VM 'ghost'" in refused(404, changes.clear_vm, Policy(), net,
                                            {"vm": "ghost"}, {})
     assert "unknown segment" in refused(404, changes.set_pair, Policy(), net,

@@ -23,7 +23,7 @@ import yaml
 from mininet.log import setLogLevel
 
 from controller import model
-from topologies import firewall, probes, remote_ids
+from topologies import firewall, probes, remote_ids, router
 from topologies.lab import CENTRAL_IDS, Lab
 
 MAC_FLOOD_SECONDS = 10
@@ -137,16 +137,21 @@ class Api:
         self.lab, self.token = lab, token
 
     def set_default(self, mode: str) -> dict:
+        return self.put("/api/v1/policy/default", mode)[1]
+
+    def put(self, path: str, mode: str) -> tuple[int, dict]:
+        """PUT {"mode": mode}; (status, answer) once the datapath has it."""
         request = urllib.request.Request(
-            f"{self.lab.rest_url}/api/v1/policy/default", method="PUT",
+            f"{self.lab.rest_url}{path}", method="PUT",
             data=json.dumps({"mode": mode}).encode(),
             headers={"Authorization": f"Bearer {self.token}",
                      "Content-Type": "application/json"})
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(request, timeout=30) as response:
             answer = json.load(response)
+            status = response.status
         self.lab.wait_datapath()     # what the probes then see is the new mode
-        return answer
+        return status, answer
 
 
 def ids_sensors(lab: Lab) -> list[str]:
@@ -335,6 +340,63 @@ def remote_mirror(path: str, report: Report, token_file: str, token: str, a, b) 
                      f"{len(received)}")
 
 
+def gateway_variant(path: str) -> tuple[str, list[str]] | None:
+    """The same network with a gateway (the lab's router) on every segment
+    whose VMs share one /24, that /24 as its subnet, and the last of those
+    segments cut from it (policy.external: deny). None if no segment fits.
+    Returns (the file, the segments given a gateway)."""
+    doc = model.read_document(path)
+    net = model.load(path)
+    routed = []
+    for i, seg in enumerate(net.segments):
+        nets = {ipaddress.ip_network(f"{vm.ip}/24", strict=False)
+                for vm in net.vms if vm.segment == seg.name}
+        if len(nets) != 1 or seg.gateways:
+            continue
+        subnet = nets.pop()
+        taken = {vm.ip for vm in net.vms}
+        address = next(ip for ip in reversed(list(subnet.hosts())) if ip not in taken)
+        doc["segments"][seg.name].update(
+            subnet=str(subnet), gateways=[{"mac": f"02:00:5e:00:fe:{i + 1:02x}",
+                                           "ip": str(address)}])
+        routed.append(seg.name)
+    if len(routed) < 2:
+        return None
+    policy = doc.setdefault("policy", {}) or {}
+    policy["external"] = {routed[-1]: "deny"}
+    doc["policy"] = policy
+    out = os.path.join(tempfile.mkdtemp(prefix="demo-gw-"), os.path.basename(path))
+    with open(out, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    return out, routed
+
+
+def way_out(variant: tuple[str, list[str]], report: Report, token_file: str,
+            token: str) -> None:
+    """Every segment with a gateway reaches the host behind the router but
+    the one whose external mode is deny; switched at run time by REST."""
+    path, routed = variant
+    with Lab(path, controller_args=["--token-file", token_file]) as lab:
+        net = lab.network
+        first = {seg: next(vm for vm in net.vms if vm.segment == seg) for seg in routed}
+
+        def outside(seg):
+            return probes.reaches(lab.host(first[seg].name), router.OUTSIDE_IP)
+
+        reached = {seg: outside(seg) for seg in routed}
+        cut = routed[-1]
+        report.check(all(reached[s] for s in routed[:-1]) and not reached[cut],
+                     f"through their gateway (the lab's router) to {router.OUTSIDE_IP}: "
+                     + ", ".join(f"{first[s].name} ({s}) "
+                                 f"{'reaches' if reached[s] else 'does not'}"
+                                 for s in routed) + f"; {cut}'s external mode is deny")
+        status, _ = Api(lab, token).put(f"/api/v1/policy/external/{routed[0]}", "deny")
+        now = outside(routed[0])
+        report.check(status == 200 and not now,
+                     f"REST: external {routed[0]} -> deny: {first[routed[0]].name} "
+                     f"{'still reaches' if now else 'no longer reaches'} it")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     path = argv[0] if argv else "examples/consolidated.yaml"
@@ -407,6 +469,13 @@ def main(argv=None) -> int:
         report.line("skipped: needs two uplinked hypervisors")
     else:
         remote_mirror(path, report, token_file, token, a, b)
+
+    report.section("7. The way out: gateways, and north-south policy")
+    variant = gateway_variant(path) if uplinked else None
+    if variant is None:
+        report.line("skipped: needs an uplink and two segments whose VMs share a /24")
+    else:
+        way_out(variant, report, token_file, token)
 
     print(f"\n{len(report.failures)} failed checks; {time.time() - started:.0f}s.")
     for failure in report.failures:

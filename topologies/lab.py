@@ -17,7 +17,9 @@ What a lab holds (node names as in the file):
     core floods) or `mirror.erspan`/`mirror.gre` (the tunnels' address; the
     core is their underlay): see topologies/remote_ids.py;
   - `fw`, the physical firewall (nftables on VLAN bridges, see
-    topologies/firewall.py), linked to every hypervisor's firewall port.
+    topologies/firewall.py), linked to every hypervisor's firewall port;
+  - `rtr`, the segments' declared gateways on the core, forwarding to `wan`,
+    a host behind it (topologies/router.py), when the file declares any.
 Interface names: `<host>-eth0` inside a host, `<hv>-p<port>` on a hypervisor
 bridge (<port> is the OpenFlow port number), `core-p<n>` on the core.
 
@@ -47,7 +49,7 @@ from mininet.net import Mininet
 from mininet.node import OVSBridge, OVSSwitch, RemoteController
 
 from controller import model
-from topologies import firewall, remote_ids
+from topologies import firewall, remote_ids, router
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE = "core"
@@ -150,6 +152,8 @@ def _root_ifnames(network: model.Network, specs, core: str = CORE) -> dict[str, 
         names[f"{core}-p{n}"] = core
     if _has_central_ids(network):
         names[_central_ids_port(network, core)] = core
+    if _has_router(network):
+        names.update({f"{core}-p{n}": core for n in _router_core_ports(network)})
     for hv_name in firewall.interfaces(network):
         hv = network.hypervisor(hv_name)
         names[f"{hv.name}-p{hv.firewall_port}"] = hv.name
@@ -164,6 +168,16 @@ def _has_central_ids(network: model.Network) -> bool:
 def _central_ids_port(network: model.Network, core: str = CORE) -> str:
     """The core's port for the central IDS: after the uplinks."""
     return f"{core}-p{len(_uplinked(network)) + 1}"
+
+
+def _has_router(network: model.Network) -> bool:
+    return bool(router.gateways(network)) and bool(_uplinked(network))
+
+
+def _router_core_ports(network: model.Network) -> list[int]:
+    """The core's ports for the router's interfaces: after the central IDS's."""
+    first = len(_uplinked(network)) + 2
+    return [first + i for i in range(len(router.gateways(network)))]
 
 
 def _check_names(network: model.Network, specs, core: str) -> None:
@@ -185,6 +199,12 @@ def _check_names(network: model.Network, specs, core: str) -> None:
         if CENTRAL_IDS in roles:
             fail(f"the name {CENTRAL_IDS!r} is reserved for the lab's central IDS")
         roles[CENTRAL_IDS] = "the central IDS"
+    if _has_router(network):
+        for name, role in ((router.ROUTER, "the lab's router"),
+                           (router.OUTSIDE, "the host behind the lab's router")):
+            if name in roles:
+                fail(f"the name {name!r} is reserved for {role}")
+            roles[name] = role
     for s in specs:
         if s.name in roles:
             fail(f"lab node name {s.name!r} would be used twice: by the {s.role} "
@@ -249,6 +269,14 @@ def build_network(network: model.Network, ofp_port: int | None,
             net.addLink(CENTRAL_IDS, core, port2=len(uplinked) + 1,
                         intfName1=f"{CENTRAL_IDS}-eth0",
                         intfName2=_central_ids_port(network, core))
+        if _has_router(network):
+            net.addHost(router.ROUTER, ip=None)
+            for i, n in enumerate(_router_core_ports(network)):
+                net.addLink(router.ROUTER, core, port2=n, intfName1=router.router_intf(i),
+                            intfName2=f"{core}-p{n}")
+            net.addHost(router.OUTSIDE, ip=f"{router.OUTSIDE_IP}/{router.WAN.prefixlen}")
+            net.addLink(router.OUTSIDE, router.ROUTER, intfName1=f"{router.OUTSIDE}-eth0",
+                        intfName2=router.wan_intf())
         fw_links = firewall.interfaces(network)
         if fw_links:
             net.addHost(firewall.HOST, ip=None)
@@ -528,6 +556,16 @@ class Lab:
                 remote_ids.configure(self.network, self.core,
                                      _central_ids_port(self.network, self.core),
                                      self.net.get(CENTRAL_IDS), f"{CENTRAL_IDS}-eth0")
+            if _has_router(self.network):
+                router.configure(self.network, self.net.get(router.ROUTER),
+                                 self.net.get(router.OUTSIDE),
+                                 [f"{self.core}-p{n}" for n in _router_core_ports(self.network)],
+                                 _run, _host_run)
+                routes = router.default_routes(self.network)
+                for vm in self.network.vms:
+                    if vm.segment in routes:
+                        _host_run(self.net.get(vm.name),
+                                  f"ip route add default via {routes[vm.segment]}")
             if self.controller and firewall.interfaces(self.network):
                 # Without the controller the bridges flood, and a firewall
                 # that reflects frames would loop them back: leave it unwired.
