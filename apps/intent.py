@@ -17,13 +17,14 @@ def initial(path: str, state_file: str | None, logger) -> dict:
     try:
         document = model.read_document(path)
         network = file_network = model.from_document(document, path)
-        inventory = {}
+        inventory, leases = {}, {}
         if state_file:
-            network, inventory = store.restore(state_file, network, document, logger)
+            network, inventory, leases = store.restore(state_file, network, document,
+                                                       logger)
     except (model.NetworkFileError, store.StateFileError) as e:
         raise SystemExit(f"error: {e}") from None
     return {"network": network, "inventory": inventory, "file_document": document,
-            "file_policy": file_network.policy}
+            "file_policy": file_network.policy, "leases": leases}
 
 
 class Intent:
@@ -45,7 +46,7 @@ class Intent:
         """Save the policy and run-time VM changes in force; OSError if it cannot."""
         f = self.fabric
         store.save(self.state_file, f.network.policy, f.file_policy, f.network.source,
-                   f.inventory)
+                   f.inventory, f.leases)
 
     def reload(self) -> dict:
         """Read the network file again and put only the difference in force,

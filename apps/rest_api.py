@@ -240,7 +240,8 @@ class Api:
         bindings = self.app.fabric.bindings
         return _json(views.vms(self.app.fabric.placed_network,
                                {v.name: bindings.binding(v.name)
-                                for v in self.app.fabric.network.vms}))
+                                for v in self.app.fabric.network.vms},
+                               self.app.fabric.leases))
 
     def events(self, req, params):
         return _json({"events": [e.to_dict() for e in list(self.app.fabric.events)]})

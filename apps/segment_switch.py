@@ -29,7 +29,8 @@ from ryu.lib import hub  # noqa: E402
 from ryu.ofproto import ofproto_v1_3 as ofp13  # noqa: E402
 
 from controller import openflow  # noqa: E402
-from controller.fabric import SYNC, Fabric, FlowEntry, PortDesc, ReadFlows  # noqa: E402
+from controller.fabric import SAVE, SYNC, Fabric, FlowEntry, PortDesc, ReadFlows  # noqa: E402
+from controller.pipeline import CONTROLLER_METER, DHCP_METER  # noqa: E402
 
 from apps import intent, ovsdb, rest_api  # noqa: E402
 from apps.commit import Change, Committer  # noqa: E402
@@ -69,7 +70,7 @@ class SegmentSwitch(app_manager.RyuApp):
         self.committer = Committer(self.logger)
         self.reads = FlowReads()
         self._commit_lock = hub.Semaphore(1)
-        self._sync_scheduled = False
+        self._sync_scheduled = self._save_scheduled = False
         supervised("fabric clock", self._tick, self.logger)
         supervised("counter poll", self._poll_counters, self.logger)
         for address in sorted({hv.ovsdb for hv in network.hypervisors if hv.ovsdb}):
@@ -118,8 +119,10 @@ class SegmentSwitch(app_manager.RyuApp):
         # ADD fails harmlessly if the meter survives from an earlier run;
         # MODIFY then sets the configured rate either way.
         for command in (dp.ofproto.OFPMC_ADD, dp.ofproto.OFPMC_MODIFY):
-            dp.send_msg(openflow.controller_meter(dp, opts.packet_in_rate,
-                                                  opts.packet_in_burst, command))
+            dp.send_msg(openflow.meter(dp, CONTROLLER_METER, opts.packet_in_rate,
+                                       opts.packet_in_burst, command))
+            dp.send_msg(openflow.meter(dp, DHCP_METER, opts.dhcp_rate, opts.dhcp_rate,
+                                       command))
         dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
         self._do(self.fabric.connected(hv.name, time.time()))
 
@@ -209,6 +212,9 @@ class SegmentSwitch(app_manager.RyuApp):
             if action == SYNC:
                 self._sync_later()
                 continue
+            if action == SAVE:
+                self._save_later()
+                continue
             dp = self.datapaths.get(action.hypervisor)
             if dp is None:
                 continue
@@ -218,6 +224,20 @@ class SegmentSwitch(app_manager.RyuApp):
                 dp.send_msg(openflow.reinject(dp, action.port, action.frame))
             else:
                 dp.send_msg(openflow.packet_out(dp, action.port, action.frame))
+
+    def _save_later(self) -> None:
+        """Write the state file (DHCP leases changed) from a greenthread."""
+        if self.intent.state_file and not self._save_scheduled:
+            self._save_scheduled = True
+
+            def run():
+                hub.sleep(0)
+                self._save_scheduled = False
+                try:
+                    self.intent.save_state()
+                except OSError as e:
+                    self.logger.error("could not save %s: %s", self.intent.state_file, e)
+            hub.spawn(run)
 
     def _sync_later(self) -> None:
         """A sync from a greenthread of its own (a commit waits for replies the

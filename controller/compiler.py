@@ -20,14 +20,22 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from .model import Hypervisor, Network
-from .pipeline import (CLASS_MASK, CONTROLLER_METER, DESTINATION, DST_GATEWAY, DST_REMOTE,
+from .pipeline import (CLASS_MASK, CONTROLLER_METER, DESTINATION, DHCP_CLIENT_PORT,
+                       DHCP_METER, DHCP_SERVER_PORT, DST_GATEWAY, DST_REMOTE,
                        DST_SEGMENT_MASK, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_PROBE,
                        ETH_TYPE_RARP, FORWARD, FROM_FIREWALL, FROM_UPLINK, INGRESS,
-                       KIND_LEARNED, MULTICAST, OFPVID_NONE, OFPVID_PRESENT, POLICY,
-                       POLICY_MASK, SEGMENTS_MASK, SRC_SEGMENT_MASK, VLAN_TPIDS, Flow, flow,
-                       metadata)
+                       IP_PROTO_UDP, KIND_LEARNED, MULTICAST, OFPVID_NONE, OFPVID_PRESENT,
+                       POLICY, POLICY_MASK, SEGMENTS_MASK, SRC_SEGMENT_MASK, VLAN_TPIDS, Flow,
+                       flow, metadata)
 
 PACKET_IN_BYTES = 0xFFFF       # OFPCML_NO_BUFFER: the whole frame, so it can be re-injected
+UNSPECIFIED = "0.0.0.0"        # a DHCP client's source before it has an address
+SERVER_MESSAGE = dict(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO_UDP, udp_src=DHCP_SERVER_PORT)
+CLIENT_MESSAGE = dict(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO_UDP, udp_src=DHCP_CLIENT_PORT,
+                      udp_dst=DHCP_SERVER_PORT)
+# A DHCP message the controller reads (snooping), forwarded as well: the
+# meter bounds both, so a busy server costs the controller at most dhcp_rate.
+SNOOP = dict(meter=DHCP_METER, actions=[("controller", PACKET_IN_BYTES)])
 
 
 @dataclass(frozen=True)
@@ -37,9 +45,11 @@ class Host:
     hypervisor: str
     port: int
     vlan: int                   # its segment's VLAN
-    ip: str | None = None       # None: learned, so its addresses are not known
+    ip: str | None = None       # None: learned, or an `ip: dhcp` VM with no lease yet
     vm: str | None = None       # the VM's name; None for a learned host
     router: bool = False        # a router VM: a gateway of its segment
+    dhcp: bool = False          # its address comes from DHCP: its messages are snooped
+    dhcp_server: bool = False   # a trusted DHCP server
 
 
 @dataclass(frozen=True)
@@ -64,8 +74,9 @@ def hosts(net: Network, learned: frozenset[LearnedHost] = frozenset(),
         if known is not None and known[0] is v:
             host = known[1]
         else:
-            host = Host(v.mac, v.hypervisor, v.port, vlan[v.segment], _text(v.ip), v.name,
-                        v.router)
+            host = Host(v.mac, v.hypervisor, v.port, vlan[v.segment],
+                        None if v.ip is None else _text(v.ip), v.name, v.router, v.dhcp,
+                        v.dhcp_server)
         if kept is not None:
             kept[id(v)] = (v, host)
         out.append(host)
@@ -251,6 +262,13 @@ def _host(net: Network, hv: Hypervisor, h: Host, treat: "_Treatment", allowed: l
     remote = h.hypervisor != hv.name
     if h.router and not remote and hv.firewall_port is not None and net.policy.steers_anything:
         flows.append(_firewall_return_from(hv, h.vlan, h.mac))
+    if h.dhcp_server and remote and hv.uplink_port is not None:
+        # Its messages were judged (and snooped) where it runs.
+        flows.append(flow(INGRESS, 255, "uplink-dhcp-server", in_port=hv.uplink_port,
+                          vlan_vid=OFPVID_PRESENT | h.vlan, eth_src=h.mac, **SERVER_MESSAGE,
+                          actions=[("pop_vlan",)],
+                          write_metadata=(metadata(h.vlan, uplink=True), CLASS_MASK),
+                          goto=DESTINATION))
     key = ("destination", h.mac, h.vlan, _quarantined(net, h), remote, h.router)
     if key not in shared:
         shared[key] = _destination_host(net, h, remote)
@@ -267,7 +285,7 @@ def _host(net: Network, hv: Hypervisor, h: Host, treat: "_Treatment", allowed: l
 def _ingress_host(net: Network, hv: Hypervisor, h: Host) -> list[Flow]:
     classify = dict(write_metadata=(metadata(h.vlan, src_gateway=h.router), CLASS_MASK),
                     goto=DESTINATION)
-    if h.ip is None:
+    if h.vm is None:
         # Learned host: its MAC is pinned to its port; its IP is not known.
         return [flow(INGRESS, 200, "learned-host", in_port=h.port, vlan_vid=OFPVID_NONE,
                      eth_src=h.mac, kind=KIND_LEARNED,
@@ -276,19 +294,32 @@ def _ingress_host(net: Network, hv: Hypervisor, h: Host) -> list[Flow]:
         # Nothing it sends is delivered; the IDS, if reachable, sees it all.
         return [flow(INGRESS, 100, "quarantine", in_port=h.port,
                      actions=mirror_actions(net, hv) or ())]
-    # A router forwards others' packets: any IPv4 source, from its own MAC.
-    source = {} if h.router else {"ipv4_src": h.ip}
-    return [flow(INGRESS, 200, "router-ipv4" if h.router else "vm-ipv4", in_port=h.port,
-                 vlan_vid=OFPVID_NONE, eth_src=h.mac, eth_type=ETH_TYPE_IP, **source,
-                 **classify),
-            flow(INGRESS, 200, "vm-arp", in_port=h.port, vlan_vid=OFPVID_NONE,
-                 eth_src=h.mac, eth_type=ETH_TYPE_ARP, arp_sha=h.mac, arp_spa=h.ip,
-                 **classify),
+    own = dict(in_port=h.port, vlan_vid=OFPVID_NONE, eth_src=h.mac)
+    flows = []
+    if h.ip is not None:
+        # A router forwards others' packets: any IPv4 source, from its own MAC.
+        source = {} if h.router else {"ipv4_src": h.ip}
+        flows += [flow(INGRESS, 200, "router-ipv4" if h.router else "vm-ipv4",
+                       eth_type=ETH_TYPE_IP, **source, **own, **classify),
+                  flow(INGRESS, 200, "vm-arp", eth_type=ETH_TYPE_ARP, arp_sha=h.mac,
+                       arp_spa=h.ip, **own, **classify)]
+        if h.dhcp:          # its renewals and RELEASE, from the leased address
+            flows.append(flow(INGRESS, 210, "dhcp-client", ipv4_src=h.ip, **CLIENT_MESSAGE,
+                              **own, **classify, **SNOOP))
+    # Every VM may ask for an address (DHCP from 0.0.0.0) and probe for a
+    # conflict (ARP from 0.0.0.0, RFC 5227): neither claims anything.
+    flows += [flow(INGRESS, 200, "dhcp-client", ipv4_src=UNSPECIFIED, **CLIENT_MESSAGE,
+                   **own, **classify, **(SNOOP if h.dhcp else {})),
+              flow(INGRESS, 200, "vm-arp-probe", eth_type=ETH_TYPE_ARP, arp_sha=h.mac,
+                   arp_spa=UNSPECIFIED, **own, **classify)]
+    if h.dhcp_server:       # above the rogue-dhcp drop of table 0's base
+        flows.append(flow(INGRESS, 260, "dhcp-server", ipv4_src=h.ip, **SERVER_MESSAGE,
+                          **own, **classify, **SNOOP))
+    return flows + [
             # The RARP a resumed guest sends from its own MAC (QEMU, after a
             # migration): it floods in the segment and teaches the physical
             # network where the VM is now.
-            flow(INGRESS, 200, "vm-rarp", in_port=h.port, vlan_vid=OFPVID_NONE,
-                 eth_src=h.mac, eth_type=ETH_TYPE_RARP, **classify),
+            flow(INGRESS, 200, "vm-rarp", eth_type=ETH_TYPE_RARP, **own, **classify),
             flow(INGRESS, 100, "port-security", in_port=h.port)]
 
 
@@ -302,7 +333,10 @@ def _learning_port(hv: Hypervisor, lp, learned_here: int) -> list[Flow]:
 
 
 def _ingress_base(net: Network, hv: Hypervisor) -> list[Flow]:
-    flows = [flow(INGRESS, 0, "unknown-port")]
+    # DHCP server messages from any VM or learning port (untagged) are a
+    # rogue server's, unless the port is a declared server's (priority 260).
+    flows = [flow(INGRESS, 0, "unknown-port"),
+             flow(INGRESS, 250, "rogue-dhcp", vlan_vid=OFPVID_NONE, **SERVER_MESSAGE)]
     if hv.uplink_port is not None:
         for seg in net.segments:
             flows.append(flow(INGRESS, 200, "uplink", in_port=hv.uplink_port,
@@ -311,6 +345,17 @@ def _ingress_base(net: Network, hv: Hypervisor) -> list[Flow]:
                                               CLASS_MASK),
                               goto=DESTINATION))
         flows.append(flow(INGRESS, 100, "uplink-unknown-vlan", in_port=hv.uplink_port))
+        for seg in net.segments:
+            tagged = dict(in_port=hv.uplink_port, vlan_vid=OFPVID_PRESENT | seg.vlan,
+                          **SERVER_MESSAGE)
+            if seg.dhcp_uplink:
+                # Its server is on the physical network: trusted, and read.
+                flows.append(flow(INGRESS, 260, "dhcp-uplink", **tagged, meter=DHCP_METER,
+                                  actions=[("pop_vlan",), ("controller", PACKET_IN_BYTES)],
+                                  write_metadata=(metadata(seg.vlan, uplink=True),
+                                                  CLASS_MASK), goto=DESTINATION))
+            else:
+                flows.append(flow(INGRESS, 250, "rogue-dhcp", **tagged))
         if net.mirror_vlan is not None:
             # A copy back from the physical network: it floods the mirror VLAN
             # (RSPAN: harmless) or learned MACs in it (copies miss the IDS).

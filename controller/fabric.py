@@ -14,10 +14,11 @@ learning and failure case is a unit test (tests/test_fabric.py).
 """
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
 
-from . import learning, model, openflow, views
+from . import dhcp, learning, model, openflow, views
 from .binding import Bindings, Event, Port, iface_ids_from_flows
 from .compiler import Compiled, LearnedHost
 from .health import FirewallHealth
@@ -82,6 +83,8 @@ class SendFrame:
 
 
 SYNC = "sync"
+SAVE = "save"        # the state to keep across restarts changed (DHCP leases)
+DHCP_SNOOPED = ("dhcp-server", "dhcp-uplink", "dhcp-client")   # entries that copy DHCP up
 
 
 @dataclass
@@ -127,7 +130,8 @@ class SyncPlan:
 
 class Fabric:
     def __init__(self, network: Network, logger, now: float, inventory: dict | None = None,
-                 file_document: dict | None = None, file_policy=None):
+                 file_document: dict | None = None, file_policy=None,
+                 leases: dict | None = None):
         self.network = network
         self.inventory = dict(inventory or {})   # VMs changed at run time: name -> body|None
         self.file_document = file_document       # the network file as last read
@@ -162,6 +166,8 @@ class Fabric:
         self.iface_ids: dict[str, dict[str, str]] = {}
         self.flow_iface_ids: dict[str, dict[int, str]] = {}
         self.ovsdb_answered: set[str] = set()
+        self.leases: dict[str, dhcp.Lease] = dict(leases or {})   # ip: dhcp VM -> its lease
+        self.dhcp_counts: dict[str, int] = {}     # snooped messages, by what became of them
 
     # ------------------------------------------------------------ switches
 
@@ -328,6 +334,9 @@ class Fabric:
                 or len(frame) < 14:
             return []
         self.packet_ins += 1
+        snooped = switch.desired.get(cookie)
+        if snooped is not None and snooped.reason in DHCP_SNOOPED:
+            return self._dhcp_seen(name, snooped.reason != "dhcp-client", frame, now)
         if in_port == self.network.hypervisor(name).firewall_port:
             self.firewalls.probe_returned(name, now)
             # A firewall that was down or unknown is up at once, not at the next tick.
@@ -438,13 +447,94 @@ class Fabric:
             self.logger.info("%s: adopted %d learned hosts from the switch",
                              name, len(adopted))
 
+    # ---------------------------------------------------------------- DHCP
+
+    def _dhcp_seen(self, name: str, from_server: bool, frame: bytes, now: float) -> list:
+        """A DHCP message a switch copied up: a trusted server's, or an
+        `ip: dhcp` VM's. An ACK pins the VM to its address; a NAK, RELEASE or
+        DECLINE unpins it. Broadcast ones arrive from every hypervisor."""
+        message = dhcp.parse(frame)
+        if message is None:
+            return self._dhcp_count("malformed")
+        sender = ":".join(f"{b:02x}" for b in frame[6:12])
+        if not from_server and message.chaddr != sender:
+            # A client speaks for itself only: a RELEASE naming another VM's
+            # MAC must not unpin that VM.
+            return self._dhcp_count("chaddr-not-sender")
+        vm = next((v for v in self.network.vms if v.dhcp and v.mac == message.chaddr), None)
+        if vm is None:
+            return self._dhcp_count("not-for-a-dhcp-vm")
+        lease = self.leases.get(vm.name)
+        if from_server and message.kind == dhcp.ACK:
+            problem = self._lease_problem(vm, message.yiaddr)
+            if problem:
+                self.logger.warning("%s: DHCP ACK for %s (%s) not taken: %s", name, vm.name,
+                                    message.yiaddr, problem)
+                return self._dhcp_count("refused")
+            server = sender
+            new = dhcp.lease_from(message, server, now)
+            self.leases[vm.name] = new
+            self._dhcp_count("ack")
+            if lease is None or lease.ip != new.ip:
+                self._lease_event(now, vm, name, f"{vm.name} leased {new.ip} from {server}")
+                return [SAVE] + self._sync()
+            # A renewal: keep the new end, without writing on every broadcast copy.
+            return [SAVE] if new.expires - lease.expires > 60 else []
+        if dhcp.ends_lease(message, lease, from_server):
+            del self.leases[vm.name]
+            self._dhcp_count(message.name.lower())
+            self._lease_event(now, vm, name, f"{vm.name} gave up {lease.ip} "
+                                             f"(DHCP {message.name})")
+            return [SAVE] + self._sync()
+        return self._dhcp_count(message.name.lower())
+
+    def _dhcp_count(self, what: str) -> list:
+        self.dhcp_counts[what] = self.dhcp_counts.get(what, 0) + 1
+        return []
+
+    def _lease_problem(self, vm: model.VM, ip: str) -> str | None:
+        """Why a server's address cannot be pinned to `vm`, or None."""
+        try:
+            dhcp.check_address(ip)
+        except ValueError as e:
+            return str(e)
+        address = ipaddress.IPv4Address(ip)
+        subnet = self.network.segment(vm.segment).subnet
+        if subnet is not None and (address not in subnet or (subnet.prefixlen < 31 and address in (
+                subnet.network_address, subnet.broadcast_address))):
+            return f"not a host address of segment {vm.segment}'s subnet {subnet}"
+        for other in self.network.vms:
+            if other.ip == address and other.name != vm.name:
+                return f"it is VM {other.name}'s"
+        for other, lease in self.leases.items():
+            if lease.ip == ip and other != vm.name:
+                return f"VM {other} holds it"
+        for seg in self.network.segments:
+            if any(gw.ip == address for gw in seg.gateways):
+                return f"it is a gateway of segment {seg.name}"
+        return None
+
+    def _lease_event(self, now: float, vm: model.VM, hypervisor: str, detail: str) -> None:
+        self.events.append(Event(now, "lease", vm.name, hypervisor, 0, detail))
+        self.logger.info("%s: %s", hypervisor, detail)
+
+    def _leases_expired(self, now: float) -> list:
+        ended = [vm for vm, lease in self.leases.items() if lease.expires <= now]
+        for name in ended:
+            lease = self.leases.pop(name)
+            self._dhcp_count("expired")
+            where = self.bindings.locations().get(name, (self.network.vm(name).hypervisor,))[0]
+            self._lease_event(now, self.network.vm(name), where or "-",
+                              f"{name}'s lease of {lease.ip} ended")
+        return [SAVE] + self._sync() if ended else []
+
     # ---------------------------------------------------------------- time
 
     def tick(self, now: float) -> list:
         """End the start-up grace; probe the firewalls. They are probed
         whether the policy steers or not, so that their state is measured,
         not assumed, when it starts to."""
-        actions = []
+        actions = self._leases_expired(now)
         if self.starting and now - self.started_at >= STARTUP_GRACE_SECONDS:
             actions += self._end_startup()
         if now < self.next_probe:
@@ -501,7 +591,13 @@ class Fabric:
     @property
     def placed_network(self) -> Network:
         """The network in force, bound VMs where they run now."""
-        return self.network.placed(self.bindings.locations())
+        return self._placed(self.network, self.bindings)
+
+    def _placed(self, network: Network, bindings: Bindings) -> Network:
+        """`network` as it runs: bound VMs where they are, `ip: dhcp` VMs at
+        their leased addresses."""
+        return network.leased({vm: lease.ip for vm, lease in self.leases.items()}
+                              ).placed(bindings.locations())
 
     def _port(self, switch: Switch, ofport: int) -> Port:
         """A port as the bindings see it: its name from OpenFlow, its
@@ -567,7 +663,7 @@ class Fabric:
         else:
             network, bindings, events = self.network, self.bindings, []
         firewalls_down = self.firewalls_down(network)
-        placed = network.placed(bindings.locations())
+        placed = self._placed(network, bindings)
         # Only the slices of hosts that came, went or moved, when nothing else
         # changed; a full compile otherwise (and after a refused change).
         if self.compiled is not None and self.compiled.same_base(placed, firewalls_down):
@@ -615,6 +711,10 @@ class Fabric:
                 self.network, self.bindings = plan.network, plan.bindings
                 if inventory is not None:
                     self.inventory = dict(inventory)
+                # A VM that left or has a fixed address now holds no lease.
+                dhcp_vms = {vm.name for vm in self.network.vms if vm.dhcp}
+                self.leases = {vm: lease for vm, lease in self.leases.items()
+                               if vm in dhcp_vms}
             for name, switch in current.items():
                 self._in_sync(switch, plan, name, now)
             actions = self._lifecycle(plan.events)
@@ -750,6 +850,7 @@ class Fabric:
                                for (hv, port), until in sorted(self.learn_bans.items())],
                 "bans": self.bans, "banned_learns": self.banned_learns,
                 "mirror_copies_returned": dict(self.copies_returned),
+                "dhcp": dict(self.dhcp_counts),
                 "packet_ins": self.packet_ins}
 
 

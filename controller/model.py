@@ -47,6 +47,7 @@ class Segment:
     vlan: int
     subnet: ipaddress.IPv4Network | None = None
     gateways: tuple[Gateway, ...] = ()
+    dhcp_uplink: bool = False      # a DHCP server or relay on the physical network serves it
 
 
 @dataclass(frozen=True)
@@ -102,13 +103,19 @@ class VM:
     port: int | None
     segment: str
     mac: str
-    ip: ipaddress.IPv4Address
+    ip: ipaddress.IPv4Address | None    # None: `ip: dhcp`, its lease decides (Network.leased)
     interface: str | None = None     # the OVS port/interface name
     iface_id: str | None = None      # the Interface's external_ids:iface-id
     # It forwards for others: may send from and receive for any IP address
     # (its MAC, and ARP for its own address, still pinned); a gateway of its
     # segment, so its traffic is north-south (policy.external).
     router: bool = False
+    dhcp: bool = False               # gets its address by DHCP (ip: dhcp)
+    dhcp_server: bool = False        # its DHCP server messages are trusted
+
+    @property
+    def address(self) -> str:
+        return "dhcp" if self.ip is None else str(self.ip)
 
     @property
     def bound(self) -> bool:
@@ -126,6 +133,9 @@ class Options:
     # in that second is forgotten, so the flood holds none of its slots.
     learn_ban_rate: int = 10
     learn_ban_seconds: int = 30
+    # DHCP messages per second each hypervisor snoops (trusted servers' and
+    # clients' with `ip: dhcp`); more are dropped, and the clients retry.
+    dhcp_rate: int = 100
 
 
 @dataclass(frozen=True)
@@ -171,6 +181,15 @@ class Network:
 
     def vm(self, name: str) -> VM:
         return next(v for v in self.vms if v.name == name)
+
+    def leased(self, leases: Mapping[str, str]) -> "Network":
+        """The network with every `ip: dhcp` VM at its lease's address
+        (`leases`: vm -> IPv4 text); without one it keeps none."""
+        if not leases:
+            return self
+        return replace(self, vms=tuple(
+            replace(v, ip=ipaddress.IPv4Address(leases[v.name]))
+            if v.dhcp and v.name in leases else v for v in self.vms))
 
     def placed(self, locations: Mapping[str, tuple[str, int]]) -> "Network":
         """The network with every bound VM where it runs now (`locations`:
@@ -418,7 +437,7 @@ class _Parser:
         for name, body in raw.items():
             place = f"segments.{name}"
             body = self.mapping(body, place, required=("vlan",),
-                                optional=("subnet", "gateways"))
+                                optional=("subnet", "gateways", "dhcp"))
             vlan = self.integer(body["vlan"], f"{place}.vlan", 1, MAX_VLAN)
             if vlan in by_vlan:
                 self.fail(f"{place}.vlan", f"VLAN {vlan} is already used by segment "
@@ -430,9 +449,13 @@ class _Parser:
                     subnet = ipaddress.IPv4Network(str(body["subnet"]))
                 except ValueError as e:
                     self.fail(f"{place}.subnet", f"not an IPv4 network: {e}")
+            dhcp = body.get("dhcp")
+            if dhcp not in (None, "uplink"):
+                self.fail(f"{place}.dhcp", f"must be uplink (a server or relay on the "
+                                           f"physical network), got {dhcp!r}")
             out.append(Segment(name, vlan, subnet,
                                self.gateways(body.get("gateways"), f"{place}.gateways", name,
-                                             subnet)))
+                                             subnet), dhcp == "uplink"))
         return tuple(out)
 
     def gateways(self, raw: Any, place: str, segment: str, subnet) -> tuple[Gateway, ...]:
@@ -586,7 +609,7 @@ class _Parser:
             place = f"vms.{name}"
             body = self.mapping(body, place, required=("segment", "mac", "ip"),
                                 optional=("hypervisor", "port", "interface", "iface_id",
-                                          "router"))
+                                          "router", "dhcp_server"))
             self.reference(body["segment"], segs, "segment", f"{place}.segment")
             hv, port, interface, iface_id = self.vm_binding(body, place, hvs, by_binding)
             if port is not None:
@@ -601,17 +624,27 @@ class _Parser:
                 self.fail(f"{place}.mac", f"{mac} is already used by {by_mac[mac]}")
             by_mac[mac] = f"VM '{name}'"
             seg = segs[body["segment"]]
-            ip = self.host_ip(body["ip"], f"{place}.ip", seg.name, seg.subnet)
-            if ip in by_ip:
-                self.fail(f"{place}.ip", f"{ip} is already used by {by_ip[ip]}")
-            by_ip[ip] = f"VM '{name}'"
-            router = body.get("router", False)
-            if not isinstance(router, bool):
-                self.fail(f"{place}.router", f"must be true or false, got {router!r}")
+            dhcp, ip = body["ip"] == "dhcp", None
+            if not dhcp:
+                ip = self.host_ip(body["ip"], f"{place}.ip", seg.name, seg.subnet)
+                if ip in by_ip:
+                    self.fail(f"{place}.ip", f"{ip} is already used by {by_ip[ip]}")
+                by_ip[ip] = f"VM '{name}'"
+            router, server = (self.boolean(body, key, place) for key in ("router",
+                                                                          "dhcp_server"))
+            if server and dhcp:
+                self.fail(f"{place}.dhcp_server", "a DHCP server needs a fixed address, "
+                                                  "not ip: dhcp")
             out.append(VM(name, hv, port, body["segment"], mac, ip, interface, iface_id,
-                          router))
+                          router, dhcp, server))
         self.gateways_apart(segments, by_mac, by_ip)
         return tuple(out)
+
+    def boolean(self, body: dict, key: str, place: str) -> bool:
+        value = body.get(key, False)
+        if not isinstance(value, bool):
+            self.fail(f"{place}.{key}", f"must be true or false, got {value!r}")
+        return value
 
     def gateways_apart(self, segments, vm_macs: dict, vm_ips: dict) -> None:
         """A gateway is not a VM: its MAC and address are no VM's."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from .pipeline import (CONTROLLER_METER, ETH_TYPE_IP, ETH_TYPE_PROBE, ETH_TYPE_RARP,
+from .pipeline import (ETH_TYPE_IP, ETH_TYPE_PROBE, ETH_TYPE_RARP,
                        KIND_LEARNED, PROBE_MAC, Flow)
 
 ETH_TYPE_8021Q = 0x8100
@@ -87,12 +87,14 @@ def bundle_discard(dp, bundle_id: int):
                                    _bundle_flags(ofp), [])
 
 
-def controller_meter(dp, rate: int, burst: int, command: int):
+def meter(dp, meter_id: int, rate: int, burst: int, command: int):
+    """A packets-per-second meter that drops above `rate` (CONTROLLER_METER,
+    DHCP_METER)."""
     ofp, parser = dp.ofproto, dp.ofproto_parser
     band = parser.OFPMeterBandDrop(rate=rate, burst_size=burst)
     return parser.OFPMeterMod(dp, command=command,
                               flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS,
-                              meter_id=CONTROLLER_METER, bands=[band])
+                              meter_id=meter_id, bands=[band])
 
 
 def our_flows_request(dp, cookie: int, cookie_mask: int):

@@ -20,7 +20,7 @@ TABLE_NAMES = {INGRESS: "ingress", DESTINATION: "destination",
 # What each table may match and where it may continue.
 TABLE_MATCHES = {
     INGRESS: {"in_port", "vlan_vid", "eth_src", "eth_type", "ipv4_src",
-              "arp_sha", "arp_spa"},
+              "arp_sha", "arp_spa", "ip_proto", "udp_src", "udp_dst"},
     DESTINATION: {"vlan_vid", "eth_type", "eth_dst", "metadata"},
     POLICY: {"metadata", "eth_src", "eth_dst"},
     FORWARD: {"metadata", "eth_dst"},
@@ -64,6 +64,9 @@ KIND_MASK = 0xFF << KIND_SHIFT
 KIND_STATIC = 1        # compiled from the network file and policy
 KIND_LEARNED = 2       # a learned host's ingress entry (adopted back on restart)
 CONTROLLER_METER = 1   # rate-limits everything sent to the controller
+DHCP_METER = 2         # rate-limits DHCP messages snooped (and so the trusted servers')
+IP_PROTO_UDP = 17
+DHCP_SERVER_PORT, DHCP_CLIENT_PORT = 67, 68
 
 
 def metadata(src_vlan: int = 0, dst_vlan: int = 0, uplink: bool = False,

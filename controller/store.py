@@ -11,7 +11,11 @@ rename, fsync of the directory), so a crash leaves either the old or the
 new policy, never half of one.
 
     {"format": 1, "saved_at": "...", "network_file": "...",
-     "file_policy": {...}, "policy": {...}, "vms": {...}}
+     "file_policy": {...}, "policy": {...}, "vms": {...},
+     "leases": {vm: {"ip": ..., "expires": epoch seconds, "server": MAC}}}
+
+Leases are what DHCP snooping learned for `ip: dhcp` VMs; one that expired
+while the controller was away is not restored.
 
 `policy` is in the network file's own form (Policy.to_dict) and is checked
 exactly as that section is. `file_policy` is the network file's policy
@@ -25,6 +29,7 @@ import os
 import tempfile
 import time
 
+from . import dhcp
 from .model import Network, NetworkFileError, from_document
 from .policy import Policy, PolicyError, parse as parse_policy
 
@@ -96,21 +101,42 @@ def inventory(doc: dict | None, path: str = "") -> dict:
     return changes
 
 
+def leases(doc: dict | None, network: Network, now: float, path: str = "") -> dict:
+    """The DHCP leases a state document holds that are still running, for
+    `ip: dhcp` VMs of `network`: vm -> dhcp.Lease."""
+    raw = (doc or {}).get("leases") or {}
+    if not isinstance(raw, dict):
+        raise StateFileError(path, "'leases' must map VM names to leases")
+    dhcp_vms = {vm.name for vm in network.vms if vm.dhcp}
+    out = {}
+    for name, body in raw.items():
+        try:
+            lease = dhcp.Lease(str(body["ip"]), float(body["expires"]), str(body["server"]))
+            dhcp.check_address(lease.ip)
+        except (TypeError, KeyError, ValueError) as e:
+            raise StateFileError(path, f"lease of {name!r} is not valid ({e})") from None
+        if name in dhcp_vms and lease.expires > now:
+            out[name] = lease
+    return out
+
+
 def file_policy_changed(doc: dict, network_file_policy: Policy) -> bool:
     """Has the network file's policy changed since this state was saved?"""
     return doc.get("file_policy") not in (None, network_file_policy.to_dict())
 
 
 def save(path: str, policy: Policy, network_file_policy: Policy,
-         network_file: str = "", vms: dict | None = None) -> None:
+         network_file: str = "", vms: dict | None = None, leases: dict | None = None) -> None:
     """Replace the state file atomically; OSError if it cannot be written.
-    vms: the VM changes made at run time (name -> body, or None: removed)."""
+    vms: the VM changes made at run time (name -> body, or None: removed);
+    leases: vm -> dhcp.Lease."""
     doc = {"format": FORMAT,
            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "network_file": network_file,
            "file_policy": network_file_policy.to_dict(),
            "policy": policy.to_dict(),
-           "vms": dict(vms or {})}
+           "vms": dict(vms or {}),
+           "leases": {vm: lease.to_dict() for vm, lease in sorted((leases or {}).items())}}
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".policy-", suffix=".tmp")
@@ -135,14 +161,16 @@ def save(path: str, policy: Policy, network_file_policy: Policy,
         os.close(dir_fd)
 
 
-def restore(path: str, network: Network, document: dict, logger) -> tuple[Network, dict]:
+def restore(path: str, network: Network, document: dict, logger
+            ) -> tuple[Network, dict, dict]:
     """The network to start with: the file's, with the saved policy and
-    run-time VM changes on top when the state file holds them; and those VM
-    changes. StateFileError if the state file cannot be used."""
+    run-time VM changes on top when the state file holds them; those VM
+    changes; and the DHCP leases still running. StateFileError if the state
+    file cannot be used."""
     saved = load(path, network, document)
     if saved is None:
         logger.info("no state file %s yet: the policy is the network file's", path)
-        return network, {}
+        return network, {}, {}
     policy, doc = saved
     changes = inventory(doc, path)
     restored = from_document(document, network.source, changes).with_policy(policy)
@@ -153,4 +181,7 @@ def restore(path: str, network: Network, document: dict, logger) -> tuple[Networ
         logger.warning("the network file's policy changed since %s was saved; the saved "
                        "policy stays in force (delete the state file to use the file's)",
                        path)
-    return restored, changes
+    held = leases(doc, restored, time.time(), path)
+    if held:
+        logger.info("%d DHCP leases restored from %s", len(held), path)
+    return restored, changes, held

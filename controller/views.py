@@ -20,16 +20,22 @@ def segments(net: Network) -> list[dict]:
             for s in net.segments]
 
 
-def vms(net: Network, bindings: dict[str, dict]) -> list[dict]:
-    """`net` with bound VMs placed where they run; `bindings`: vm -> how it
-    is bound and whether it is up (controller/binding.py)."""
+def vms(net: Network, bindings: dict[str, dict], leases: dict | None = None) -> list[dict]:
+    """`net` with bound VMs placed where they run (and `ip: dhcp` VMs at
+    their leases); `bindings`: vm -> how it is bound and whether it is up
+    (controller/binding.py); leases: vm -> dhcp.Lease."""
+    leases = leases or {}
     out = []
     for v in net.vms:
         rule = net.policy.vm_rule(v.name)
         segment_mode = net.policy.mode(v.segment, v.segment)
         out.append({"name": v.name, "hypervisor": v.hypervisor, "port": v.port,
                     "binding": bindings[v.name],
-                    "segment": v.segment, "mac": v.mac, "ip": str(v.ip),
+                    "segment": v.segment, "mac": v.mac,
+                    "ip": None if v.ip is None else str(v.ip),
+                    "dhcp": ({"lease": leases[v.name].to_dict() if v.name in leases else None}
+                             if v.dhcp else None),
+                    "router": v.router, "dhcp_server": v.dhcp_server,
                     "mode": rule.mode,
                     "direction": rule.direction if rule.mode == "mirror" else None,
                     "segment_mode": segment_mode,

@@ -82,6 +82,9 @@ class Frame:
     ipv4_src: str | None = None
     arp_sha: str | None = None
     arp_spa: str | None = None
+    ip_proto: int | None = None
+    udp_src: int | None = None
+    udp_dst: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "eth_src", self.eth_src.lower())
@@ -104,6 +107,12 @@ class Frame:
     @classmethod
     def ipv4(cls, eth_src: str, eth_dst: str, ipv4_src: str, vlans=()) -> "Frame":
         return cls(eth_src, eth_dst, ETH_TYPE_IP, tuple(vlans), ipv4_src=str(ipv4_src))
+
+    @classmethod
+    def udp(cls, eth_src: str, eth_dst: str, ipv4_src: str, sport: int, dport: int,
+            vlans=()) -> "Frame":
+        return cls(eth_src, eth_dst, ETH_TYPE_IP, tuple(vlans), ipv4_src=str(ipv4_src),
+                   ip_proto=17, udp_src=sport, udp_dst=dport)
 
     @classmethod
     def arp(cls, eth_src: str, spa: str, sha: str | None = None,
@@ -162,10 +171,16 @@ FIELDS = {
     "ipv4_src": (lambda p, port: p.frame.ipv4_src, _ip, ETH_TYPE_IP),
     "arp_sha": (lambda p, port: p.frame.arp_sha, _mac, ETH_TYPE_ARP),
     "arp_spa": (lambda p, port: p.frame.arp_spa, _ip, ETH_TYPE_ARP),
+    "ip_proto": (lambda p, port: p.frame.ip_proto, int, ETH_TYPE_IP),
+    "udp_src": (lambda p, port: p.frame.udp_src, int, ETH_TYPE_IP),
+    "udp_dst": (lambda p, port: p.frame.udp_dst, int, ETH_TYPE_IP),
 }
+# OpenFlow's prerequisite above the EtherType: UDP ports need ip_proto=17.
+PROTO_PREREQ = {"udp_src": 17, "udp_dst": 17}
 FULL_MASK = {"in_port": 0xFFFFFFFF, "vlan_vid": 0x1FFF, "eth_src": 2**48 - 1,
              "eth_dst": 2**48 - 1, "eth_type": 0xFFFF, "ipv4_src": 2**32 - 1,
-             "arp_sha": 2**48 - 1, "arp_spa": 2**32 - 1, "metadata": 2**64 - 1}
+             "arp_sha": 2**48 - 1, "arp_spa": 2**32 - 1, "metadata": 2**64 - 1,
+             "ip_proto": 0xFF, "udp_src": 0xFFFF, "udp_dst": 0xFFFF}
 
 
 @dataclass(frozen=True)
@@ -187,6 +202,10 @@ def _compile_match(flow: Flow) -> tuple[_Match, ...]:
             prereq = FIELDS[name][2]
             if prereq is not None and fields.get("eth_type") != prereq:
                 raise BadFlow(f"{flow}: matching {name} needs eth_type={prereq:#06x} "
+                              "(OpenFlow prerequisite)")
+            proto = PROTO_PREREQ.get(name)
+            if proto is not None and fields.get("ip_proto") != proto:
+                raise BadFlow(f"{flow}: matching {name} needs ip_proto={proto} "
                               "(OpenFlow prerequisite)")
         else:
             raise BadFlow(f"{flow}: the simulator does not know field {name!r}")

@@ -398,12 +398,13 @@ def test_flow_count_per_hypervisor_is_linear_in_vms():
         assert c40[hv] - c20[hv] == 2 * (c20[hv] - c10[hv]), (c10, c20, c40)
 
 
-def test_each_vm_costs_one_entry_elsewhere_and_six_on_its_own_hypervisor():
+def test_each_vm_costs_one_entry_elsewhere_and_eight_on_its_own_hypervisor():
     c10, c11 = flow_counts(generated_network(10)), flow_counts(generated_network(11))
-    # v10 lands on h0 (10 % 2 == 0): IPv4, ARP, RARP, the drop, its
-    # destination and its delivery there; elsewhere only its destination
-    # (table 3 sends every remote host's frames to the uplink by segment).
-    assert c11["h0"] - c10["h0"] == 6
+    # v10 lands on h0 (10 % 2 == 0): IPv4, ARP, RARP, DHCP from 0.0.0.0, the
+    # ARP probe, the drop, its destination and its delivery there; elsewhere
+    # only its destination (table 3 sends every remote host's frames to the
+    # uplink by segment).
+    assert c11["h0"] - c10["h0"] == 8
     assert c11["h1"] - c10["h1"] == 1
 
 
