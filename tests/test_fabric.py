@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 from controller import model
 from controller.compiler import Compiled
-from controller.fabric import (MAX_RESYNCS, STARTUP_GRACE_SECONDS, SYNC, Fabric, FlowEntry,
+from controller.fabric import (MAX_RESYNCS, SAVE, STARTUP_GRACE_SECONDS, SYNC, Fabric, FlowEntry,
                                Outcome, PortDesc, ReadFlows, SendFrame)
 from controller.pipeline import ETH_TYPE_PROBE, ETH_TYPE_RARP, KIND_LEARNED, PROBE_MAC, cookie_kind
 from tests import tablesim
@@ -80,7 +80,7 @@ class Lab:
         self.frames: list[SendFrame] = []
         self.refuse: dict[str, int] = {}   # switch -> how many more bundles it refuses
         self.lose: set[str] = set()         # switches whose commit fails in phase two
-        self.commits = self.refused = 0
+        self.commits = self.refused = self.saves = 0
         self.ovsdb = {OVSDB: {HZ_DPID: {}}, OVSDB_DEFAULT: {0x31: {}, 0x32: {}}}
 
     # -- the shim's part
@@ -88,6 +88,8 @@ class Lab:
         for action in actions:
             if action == SYNC:
                 self.sync_wanted = True
+            elif action == SAVE:
+                self.saves += 1
             elif isinstance(action, ReadFlows):
                 self.reads.append(action.hypervisor)
             else:
