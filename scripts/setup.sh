@@ -16,7 +16,7 @@ esac
 APT_PACKAGES=(openvswitch-switch mininet iputils-ping tcpdump ethtool nftables
               dsniff iproute2 procps psmisc)
 if [ "$profile" != demo ]; then
-    APT_PACKAGES+=(iperf3 openssl docker-compose)
+    APT_PACKAGES+=(iperf3 openssl docker-compose dnsmasq-base isc-dhcp-client)
 fi
 
 missing=()

@@ -101,13 +101,14 @@ def _host_specs(network: model.Network, placement: dict | None = None) -> list[_
     for vm in network.vms:
         subnet = network.segment(vm.segment).subnet
         prefix = subnet.prefixlen if subnet else DEFAULT_PREFIX
+        ip = None if vm.ip is None else f"{vm.ip}/{prefix}"   # ip: dhcp: dhclient sets it
         if vm.bound:
             # Last, so the port numbers Mininet picks take none the file names.
             bound.append(_HostSpec(vm.name, f"VM {vm.name}", placement[vm.name], None,
-                                   f"{vm.ip}/{prefix}", vm.mac, tap_name(vm)))
+                                   ip, vm.mac, tap_name(vm)))
         else:
             specs.append(_HostSpec(vm.name, f"VM {vm.name}", vm.hypervisor, vm.port,
-                                   f"{vm.ip}/{prefix}", vm.mac))
+                                   ip, vm.mac))
     spare = _spare_ips(network)
     for hv in network.hypervisors:
         for lp in hv.learning_ports:
@@ -563,7 +564,7 @@ class Lab:
                                  _run, _host_run)
                 routes = router.default_routes(self.network)
                 for vm in self.network.vms:
-                    if vm.segment in routes:
+                    if vm.segment in routes and vm.ip is not None:   # DHCP says for the rest
                         _host_run(self.net.get(vm.name),
                                   f"ip route add default via {routes[vm.segment]}")
             if self.controller and firewall.interfaces(self.network):
