@@ -14,9 +14,9 @@ case "$profile" in
 esac
 
 APT_PACKAGES=(openvswitch-switch mininet iputils-ping tcpdump ethtool nftables
-              dsniff iproute2 procps psmisc)
+              dsniff iproute2 procps psmisc dnsmasq-base isc-dhcp-client)
 if [ "$profile" != demo ]; then
-    APT_PACKAGES+=(iperf3 openssl docker-compose dnsmasq-base isc-dhcp-client)
+    APT_PACKAGES+=(iperf3 openssl docker-compose)
 fi
 
 missing=()

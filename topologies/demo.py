@@ -23,7 +23,7 @@ import yaml
 from mininet.log import setLogLevel
 
 from controller import model
-from topologies import firewall, probes, remote_ids, router
+from topologies import dhcptools, firewall, probes, remote_ids, router
 from topologies.lab import CENTRAL_IDS, Lab
 
 MAC_FLOOD_SECONDS = 10
@@ -397,6 +397,52 @@ def way_out(variant: tuple[str, list[str]], report: Report, token_file: str,
                      f"{'still reaches' if now else 'no longer reaches'} it")
 
 
+def dhcp_variant(path: str, server, client) -> str:
+    """The same network with `server` a declared DHCP server and `client`
+    taking its address by DHCP (ip: dhcp)."""
+    doc = model.read_document(path)
+    doc["vms"][server.name]["dhcp_server"] = True
+    doc["vms"][client.name]["ip"] = "dhcp"
+    out = os.path.join(tempfile.mkdtemp(prefix="demo-dhcp-"), os.path.basename(path))
+    with open(out, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    return out
+
+
+def rogue_dhcp(path: str, report: Report, attacker, server, client) -> None:
+    """The attacker runs a DHCP server of its own; the client asks while the
+    real one is away, then from the real one, and is pinned to that lease."""
+    subnet = ipaddress.ip_network(f"{server.ip}/24", strict=False)
+    hosts = list(subnet.hosts())
+    with Lab(dhcp_variant(path, server, client)) as lab:
+        with dhcptools.Server(lab.host(attacker.name), str(subnet),
+                              (str(hosts[199]), str(hosts[209]))) as rogue:
+            got = dhcptools.Client(lab.host(client.name)).lease(seconds=8)
+            offered = rogue.log_text().count("DHCPOFFER")
+        report.check(got is None and offered > 0,
+                     f"{attacker.name} runs a rogue dnsmasq: it made {offered} offers, "
+                     f"{client.name} got {got or 'nothing'}", "nothing")
+        with dhcptools.Server(lab.host(server.name), str(subnet),
+                              (str(hosts[99]), str(hosts[149]))):
+            dhclient = dhcptools.Client(lab.host(client.name))
+            got = dhclient.lease()
+
+            def lease():
+                vm = next(v for v in lab.api("/api/v1/vms") if v["name"] == client.name)
+                return (vm["dhcp"] or {}).get("lease") or {}
+            pinned = got is not None and probes.wait_for(lambda: lease().get("ip") == got, 5)
+            report.check(pinned, f"from {server.name}, the declared server, {client.name} "
+                                 f"got {got}: the controller pinned it to that lease")
+            with probes.capture(lab.host(server.name), "udp port 9") as cap:
+                probes.craft(lab.host(client.name), "ipv4", count=5, src_mac=client.mac,
+                             src_ip=str(hosts[150]), dst_mac=server.mac, dst_ip=server.ip)
+            forged = cap.count()
+            cap.close()
+            report.check(forged == 0, f"{client.name} sending from another address "
+                                      f"({hosts[150]}): {forged}/5 delivered", "0")
+            dhclient.stop()
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     path = argv[0] if argv else "examples/consolidated.yaml"
@@ -476,6 +522,9 @@ def main(argv=None) -> int:
         report.line("skipped: needs an uplink and two segments whose VMs share a /24")
     else:
         way_out(variant, report, token_file, token)
+
+    report.section("8. DHCP: a rogue server reaches nobody; a guest gets its lease")
+    rogue_dhcp(path, report, attacker, a, b)
 
     print(f"\n{len(report.failures)} failed checks; {time.time() - started:.0f}s.")
     for failure in report.failures:
