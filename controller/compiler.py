@@ -20,9 +20,11 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from .model import Hypervisor, Network
-from .pipeline import (CLASS_MASK, CONTROLLER_METER, DESTINATION, DHCP_CLIENT_PORT,
-                       DHCP_METER, DHCP_SERVER_PORT, DST_GATEWAY, DST_REMOTE,
-                       DST_SEGMENT_MASK, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_PROBE,
+from .pipeline import (CLASS_MASK, CONTROLLER_METER, DESTINATION, DHCP6_SERVER_PORT,
+                       DHCP_CLIENT_PORT, DHCP_METER, DHCP_SERVER_PORT, DST_GATEWAY, DST_REMOTE,
+                       DST_SEGMENT_MASK, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6,
+                       ETH_TYPE_PROBE, ICMPV6_MLD2_REPORT, ICMPV6_NA, ICMPV6_NS, ICMPV6_RA,
+                       ICMPV6_REDIRECT, ICMPV6_RS, IP_PROTO_ICMPV6,
                        ETH_TYPE_RARP, FORWARD, FROM_FIREWALL, FROM_UPLINK, INGRESS,
                        IP_PROTO_UDP, KIND_LEARNED, MULTICAST, OFPVID_NONE, OFPVID_PRESENT,
                        POLICY, POLICY_MASK, SEGMENTS_MASK, SRC_SEGMENT_MASK, VLAN_TPIDS, Flow,
@@ -36,6 +38,20 @@ CLIENT_MESSAGE = dict(eth_type=ETH_TYPE_IP, ip_proto=IP_PROTO_UDP, udp_src=DHCP_
 # A DHCP message the controller reads (snooping), forwarded as well: the
 # meter bounds both, so a busy server costs the controller at most dhcp_rate.
 SNOOP = dict(meter=DHCP_METER, actions=[("controller", PACKET_IN_BYTES)])
+UNSPECIFIED6 = "::"
+NO_MAC = "00:00:00:00:00:00"   # an ND message without a link-layer address option
+
+
+def icmpv6(kind: int) -> dict:
+    """The match of one ICMPv6 type, with its OpenFlow prerequisites."""
+    return dict(eth_type=ETH_TYPE_IPV6, ip_proto=IP_PROTO_ICMPV6, icmpv6_type=kind)
+
+
+SERVER6_MESSAGE = dict(eth_type=ETH_TYPE_IPV6, ip_proto=IP_PROTO_UDP, udp_src=DHCP6_SERVER_PORT)
+# What only declared routers and servers may send: RAs, redirects, DHCPv6
+# server messages. Dropped from anyone else, VM port or uplink.
+GUARDED6 = (("rogue-ra", icmpv6(ICMPV6_RA)), ("rogue-redirect", icmpv6(ICMPV6_REDIRECT)),
+            ("rogue-dhcp6", SERVER6_MESSAGE))
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,8 @@ class Host:
     router: bool = False        # a router VM: a gateway of its segment
     dhcp: bool = False          # its address comes from DHCP: its messages are snooped
     dhcp_server: bool = False   # a trusted DHCP server
+    ipv6: tuple | None = None   # its IPv6 addresses, link-local first; None: no IPv6
+    ipv6_router: bool = False   # may send RAs and redirects
 
 
 @dataclass(frozen=True)
@@ -76,7 +94,9 @@ def hosts(net: Network, learned: frozenset[LearnedHost] = frozenset(),
         else:
             host = Host(v.mac, v.hypervisor, v.port, vlan[v.segment],
                         None if v.ip is None else _text(v.ip), v.name, v.router, v.dhcp,
-                        v.dhcp_server)
+                        v.dhcp_server,
+                        None if v.ipv6 is None else tuple(str(a) for a in v.ipv6),
+                        v.ipv6_router)
         if kept is not None:
             kept[id(v)] = (v, host)
         out.append(host)
@@ -262,13 +282,16 @@ def _host(net: Network, hv: Hypervisor, h: Host, treat: "_Treatment", allowed: l
     remote = h.hypervisor != hv.name
     if h.router and not remote and hv.firewall_port is not None and net.policy.steers_anything:
         flows.append(_firewall_return_from(hv, h.vlan, h.mac))
-    if h.dhcp_server and remote and hv.uplink_port is not None:
-        # Its messages were judged (and snooped) where it runs.
-        flows.append(flow(INGRESS, 255, "uplink-dhcp-server", in_port=hv.uplink_port,
-                          vlan_vid=OFPVID_PRESENT | h.vlan, eth_src=h.mac, **SERVER_MESSAGE,
-                          actions=[("pop_vlan",)],
-                          write_metadata=(metadata(h.vlan, uplink=True), CLASS_MASK),
-                          goto=DESTINATION))
+    if remote and hv.uplink_port is not None:
+        # What it may send and others may not was judged where it runs.
+        trusted = ([SERVER_MESSAGE, SERVER6_MESSAGE] if h.dhcp_server else []) + \
+            ([icmpv6(ICMPV6_RA), icmpv6(ICMPV6_REDIRECT)] if h.ipv6_router else [])
+        for match in trusted:
+            flows.append(flow(INGRESS, 255, "uplink-trusted", in_port=hv.uplink_port,
+                              vlan_vid=OFPVID_PRESENT | h.vlan, eth_src=h.mac, **match,
+                              actions=[("pop_vlan",)],
+                              write_metadata=(metadata(h.vlan, uplink=True), CLASS_MASK),
+                              goto=DESTINATION))
     key = ("destination", h.mac, h.vlan, _quarantined(net, h), remote, h.router)
     if key not in shared:
         shared[key] = _destination_host(net, h, remote)
@@ -315,12 +338,50 @@ def _ingress_host(net: Network, hv: Hypervisor, h: Host) -> list[Flow]:
     if h.dhcp_server:       # above the rogue-dhcp drop of table 0's base
         flows.append(flow(INGRESS, 260, "dhcp-server", ipv4_src=h.ip, **SERVER_MESSAGE,
                           **own, **classify, **SNOOP))
+    if h.ipv6 is not None:
+        flows += _ingress_ipv6(h, own, classify)
     return flows + [
             # The RARP a resumed guest sends from its own MAC (QEMU, after a
             # migration): it floods in the segment and teaches the physical
             # network where the VM is now.
             flow(INGRESS, 200, "vm-rarp", eth_type=ETH_TYPE_RARP, **own, **classify),
             flow(INGRESS, 100, "port-security", in_port=h.port)]
+
+
+def _ingress_ipv6(h: Host, own: dict, classify: dict) -> list[Flow]:
+    """A VM's IPv6: from its own addresses (any, for a router VM); neighbour
+    discovery only for its own addresses and with its own MAC (priority
+    220, above table 0's drop of every other NS and NA); duplicate address
+    detection, router solicitation and MLD reports from ::; RAs and
+    redirects from an IPv6 router's link-local, DHCPv6 server messages from
+    a declared server (above table 0's drops of them)."""
+    flows = []
+    if h.router:
+        flows.append(flow(INGRESS, 200, "router-ipv6", eth_type=ETH_TYPE_IPV6, **own,
+                          **classify))
+    for address in h.ipv6:
+        if not h.router:
+            flows.append(flow(INGRESS, 200, "vm-ipv6", eth_type=ETH_TYPE_IPV6,
+                              ipv6_src=address, **own, **classify))
+        flows.append(flow(INGRESS, 220, "vm-nd", ipv6_src=UNSPECIFIED6, ipv6_nd_target=address,
+                          **icmpv6(ICMPV6_NS), **own, **classify))         # DAD
+        for mac in (h.mac, NO_MAC):
+            flows.append(flow(INGRESS, 220, "vm-nd", ipv6_src=address, ipv6_nd_sll=mac,
+                              **icmpv6(ICMPV6_NS), **own, **classify))
+            flows.append(flow(INGRESS, 220, "vm-nd", ipv6_nd_target=address, ipv6_nd_tll=mac,
+                              **icmpv6(ICMPV6_NA), **own, **classify))
+    for kind in (ICMPV6_RS, ICMPV6_MLD2_REPORT):
+        flows.append(flow(INGRESS, 200, "vm-ipv6-unspecified", ipv6_src=UNSPECIFIED6,
+                          **icmpv6(kind), **own, **classify))
+    if h.ipv6_router:
+        for kind in (ICMPV6_RA, ICMPV6_REDIRECT):
+            flows.append(flow(INGRESS, 260, "ipv6-router", ipv6_src=h.ipv6[0],
+                              **icmpv6(kind), **own, **classify))
+    if h.dhcp_server:
+        for address in h.ipv6:
+            flows.append(flow(INGRESS, 260, "dhcp6-server", ipv6_src=address,
+                              **SERVER6_MESSAGE, **own, **classify))
+    return flows
 
 
 def _learning_port(hv: Hypervisor, lp, learned_here: int) -> list[Flow]:
@@ -335,8 +396,14 @@ def _learning_port(hv: Hypervisor, lp, learned_here: int) -> list[Flow]:
 def _ingress_base(net: Network, hv: Hypervisor) -> list[Flow]:
     # DHCP server messages from any VM or learning port (untagged) are a
     # rogue server's, unless the port is a declared server's (priority 260).
+    # The same for IPv6's RAs, redirects and DHCPv6 servers; and neighbour
+    # discovery from a VM for anything but its own addresses (spoofing).
     flows = [flow(INGRESS, 0, "unknown-port"),
              flow(INGRESS, 250, "rogue-dhcp", vlan_vid=OFPVID_NONE, **SERVER_MESSAGE)]
+    flows += [flow(INGRESS, 250, reason, vlan_vid=OFPVID_NONE, **match)
+              for reason, match in GUARDED6]
+    flows += [flow(INGRESS, 215, "nd-spoof", vlan_vid=OFPVID_NONE, **icmpv6(kind))
+              for kind in (ICMPV6_NS, ICMPV6_NA)]
     if hv.uplink_port is not None:
         for seg in net.segments:
             flows.append(flow(INGRESS, 200, "uplink", in_port=hv.uplink_port,
@@ -356,6 +423,10 @@ def _ingress_base(net: Network, hv: Hypervisor) -> list[Flow]:
                                                   CLASS_MASK), goto=DESTINATION))
             else:
                 flows.append(flow(INGRESS, 250, "rogue-dhcp", **tagged))
+            vlan = dict(in_port=hv.uplink_port, vlan_vid=OFPVID_PRESENT | seg.vlan)
+            for reason, match in GUARDED6:
+                if not (reason == "rogue-dhcp6" and seg.dhcp_uplink):
+                    flows.append(flow(INGRESS, 250, reason, **vlan, **match))
         if net.mirror_vlan is not None:
             # A copy back from the physical network: it floods the mirror VLAN
             # (RSPAN: harmless) or learned MACs in it (copies miss the IDS).
@@ -519,12 +590,16 @@ def _gateways(net: Network, hv: Hypervisor) -> list[Flow]:
     for seg in net.segments:
         for gw in seg.gateways:
             if hv.uplink_port is not None:
-                flows.append(flow(INGRESS, 210, "uplink-gateway", in_port=hv.uplink_port,
-                                  vlan_vid=OFPVID_PRESENT | seg.vlan, eth_src=gw.mac,
-                                  actions=[("pop_vlan",)],
-                                  write_metadata=(metadata(seg.vlan, uplink=True,
-                                                           src_gateway=True), CLASS_MASK),
-                                  goto=DESTINATION))
+                # Its RAs and redirects too, above the uplink's drops of them.
+                for priority, match in [(210, {})] + [
+                        (255, icmpv6(kind)) for kind in (ICMPV6_RA, ICMPV6_REDIRECT)]:
+                    flows.append(flow(INGRESS, priority, "uplink-gateway",
+                                      in_port=hv.uplink_port,
+                                      vlan_vid=OFPVID_PRESENT | seg.vlan, eth_src=gw.mac,
+                                      **match, actions=[("pop_vlan",)],
+                                      write_metadata=(metadata(seg.vlan, uplink=True,
+                                                               src_gateway=True), CLASS_MASK),
+                                      goto=DESTINATION))
             if hv.firewall_port is not None and net.policy.steers_anything:
                 flows.append(_firewall_return_from(hv, seg.vlan, gw.mac))
             flows.append(flow(DESTINATION, 210, "gateway", eth_dst=gw.mac,

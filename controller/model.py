@@ -39,6 +39,7 @@ class Gateway:
     through the uplink on its segment's VLAN: the segment's way out."""
     mac: str
     ip: ipaddress.IPv4Address | None = None
+    ipv6: ipaddress.IPv6Address | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Segment:
     subnet: ipaddress.IPv4Network | None = None
     gateways: tuple[Gateway, ...] = ()
     dhcp_uplink: bool = False      # a DHCP server or relay on the physical network serves it
+    subnet6: ipaddress.IPv6Network | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,11 @@ class VM:
     # segment, so its traffic is north-south (policy.external).
     router: bool = False
     dhcp: bool = False               # gets its address by DHCP (ip: dhcp)
-    dhcp_server: bool = False        # its DHCP server messages are trusted
+    dhcp_server: bool = False        # its DHCP server messages are trusted (v4 and v6)
+    # IPv6: None = none at all (its IPv6 is dropped); else its addresses,
+    # link-local first (EUI-64 from its MAC unless declared).
+    ipv6: tuple[ipaddress.IPv6Address, ...] | None = None
+    ipv6_router: bool = False        # may send Router Advertisements and redirects
 
     @property
     def address(self) -> str:
@@ -202,6 +208,13 @@ class Network:
         """The same network under another policy; PolicyError if it cannot work."""
         check_policy(self, policy)
         return replace(self, policy=policy)
+
+
+def eui64_link_local(mac: str) -> ipaddress.IPv6Address:
+    """The link-local address a host forms from its MAC (modified EUI-64)."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:6]
+    return ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + iid)
 
 
 def check_policy(net: Network, policy: Policy) -> None:
@@ -437,7 +450,7 @@ class _Parser:
         for name, body in raw.items():
             place = f"segments.{name}"
             body = self.mapping(body, place, required=("vlan",),
-                                optional=("subnet", "gateways", "dhcp"))
+                                optional=("subnet", "gateways", "dhcp", "subnet6"))
             vlan = self.integer(body["vlan"], f"{place}.vlan", 1, MAX_VLAN)
             if vlan in by_vlan:
                 self.fail(f"{place}.vlan", f"VLAN {vlan} is already used by segment "
@@ -449,16 +462,23 @@ class _Parser:
                     subnet = ipaddress.IPv4Network(str(body["subnet"]))
                 except ValueError as e:
                     self.fail(f"{place}.subnet", f"not an IPv4 network: {e}")
+            subnet6 = None
+            if "subnet6" in body:
+                try:
+                    subnet6 = ipaddress.IPv6Network(str(body["subnet6"]))
+                except ValueError as e:
+                    self.fail(f"{place}.subnet6", f"not an IPv6 network: {e}")
             dhcp = body.get("dhcp")
             if dhcp not in (None, "uplink"):
                 self.fail(f"{place}.dhcp", f"must be uplink (a server or relay on the "
                                            f"physical network), got {dhcp!r}")
             out.append(Segment(name, vlan, subnet,
                                self.gateways(body.get("gateways"), f"{place}.gateways", name,
-                                             subnet), dhcp == "uplink"))
+                                             subnet, subnet6), dhcp == "uplink", subnet6))
         return tuple(out)
 
-    def gateways(self, raw: Any, place: str, segment: str, subnet) -> tuple[Gateway, ...]:
+    def gateways(self, raw: Any, place: str, segment: str, subnet,
+                 subnet6=None) -> tuple[Gateway, ...]:
         if raw is None:
             return ()
         if not isinstance(raw, list) or not raw:
@@ -466,7 +486,7 @@ class _Parser:
         out, macs = [], set()
         for i, body in enumerate(raw):
             where = f"{place}[{i}]"
-            body = self.mapping(body, where, required=("mac",), optional=("ip",))
+            body = self.mapping(body, where, required=("mac",), optional=("ip", "ipv6"))
             mac = self.mac(body["mac"], f"{where}.mac")
             if mac in macs:
                 self.fail(f"{where}.mac", f"{mac} is already a gateway of this segment")
@@ -474,7 +494,11 @@ class _Parser:
             ip = None
             if "ip" in body:
                 ip = self.host_ip(body["ip"], f"{where}.ip", segment, subnet)
-            out.append(Gateway(mac, ip))
+            ipv6 = None
+            if "ipv6" in body:     # a router's link-local is what its RAs come from
+                ipv6 = self.ipv6_address(body["ipv6"], f"{where}.ipv6", segment, subnet6,
+                                         link_local_ok=True)
+            out.append(Gateway(mac, ip, ipv6))
         return tuple(out)
 
     def mac(self, value: Any, place: str) -> str:
@@ -489,6 +513,27 @@ class _Parser:
         if mac == "00:00:00:00:00:00":
             self.fail(place, "the all-zero MAC is not a host address")
         return mac
+
+    def ipv6_address(self, value: Any, place: str, segment: str, subnet6,
+                     link_local_ok: bool = False) -> ipaddress.IPv6Address:
+        """A unicast IPv6 host address (global or unique-local; link-local
+        only where asked), inside the segment's subnet6 when it has one."""
+        try:
+            ip = ipaddress.IPv6Address(str(value))
+        except ValueError:
+            self.fail(place, f"not an IPv6 address: {value!r}")
+        if ip.is_multicast or ip.is_unspecified or ip.is_loopback:
+            self.fail(place, f"{ip} is not a host address")
+        if ip.is_link_local:
+            if not link_local_ok:
+                self.fail(place, f"{ip} is link-local: a VM's link-local comes from its MAC "
+                                 "(or ipv6_link_local)")
+            return ip
+        if ip.ipv4_mapped is not None:
+            self.fail(place, f"{ip} is an IPv4-mapped address")
+        if subnet6 is not None and ip not in subnet6:
+            self.fail(place, f"{ip} is outside segment '{segment}' subnet6 {subnet6}")
+        return ip
 
     def host_ip(self, value: Any, place: str, segment: str, subnet) -> ipaddress.IPv4Address:
         """An IPv4 host address, inside the segment's `subnet` when it has one."""
@@ -609,7 +654,8 @@ class _Parser:
             place = f"vms.{name}"
             body = self.mapping(body, place, required=("segment", "mac", "ip"),
                                 optional=("hypervisor", "port", "interface", "iface_id",
-                                          "router", "dhcp_server"))
+                                          "router", "dhcp_server", "ipv6", "ipv6_link_local",
+                                          "ipv6_router"))
             self.reference(body["segment"], segs, "segment", f"{place}.segment")
             hv, port, interface, iface_id = self.vm_binding(body, place, hvs, by_binding)
             if port is not None:
@@ -635,9 +681,45 @@ class _Parser:
             if server and dhcp:
                 self.fail(f"{place}.dhcp_server", "a DHCP server needs a fixed address, "
                                                   "not ip: dhcp")
+            ipv6 = self.vm_ipv6(body, name, seg, mac, by_ip)
+            ipv6_router = self.boolean(body, "ipv6_router", place)
+            if ipv6_router and ipv6 is None:
+                self.fail(f"{place}.ipv6_router", "an IPv6 router needs IPv6 (ipv6: [...])")
             out.append(VM(name, hv, port, body["segment"], mac, ip, interface, iface_id,
-                          router, dhcp, server))
+                          router, dhcp, server, ipv6, ipv6_router))
         self.gateways_apart(segments, by_mac, by_ip)
+        return tuple(out)
+
+    def vm_ipv6(self, body: dict, name: str, seg: Segment, mac: str, taken: dict):
+        """A VM's IPv6 addresses, link-local first; None if it has none.
+        taken: addresses already given (-> to whom); this VM's are added."""
+        place = f"vms.{name}"
+        if "ipv6" not in body and "ipv6_link_local" not in body:
+            return None
+        raw = body.get("ipv6") or []
+        if not isinstance(raw, list):
+            self.fail(f"{place}.ipv6", "must be a list of IPv6 addresses")
+        if "ipv6_link_local" in body:
+            link_local = self.ipv6_address(body["ipv6_link_local"], f"{place}.ipv6_link_local",
+                                           seg.name, None, link_local_ok=True)
+            if not link_local.is_link_local:
+                self.fail(f"{place}.ipv6_link_local", f"{link_local} is not link-local "
+                                                      "(fe80::/10)")
+        else:
+            link_local = eui64_link_local(mac)
+        out = [link_local]
+        for i, value in enumerate(raw):
+            address = self.ipv6_address(value, f"{place}.ipv6[{i}]", seg.name, seg.subnet6)
+            if address in out:
+                self.fail(f"{place}.ipv6[{i}]", f"{address} is given twice")
+            out.append(address)
+        for i, address in enumerate(out):
+            where = f"{place}.ipv6[{i - 1}]" if i else f"{place}.ipv6_link_local"
+            # Link-local addresses are per link: a clash matters inside one segment.
+            key = (seg.name, address) if address.is_link_local else address
+            if key in taken:
+                self.fail(where, f"{address} is already used by {taken[key]}")
+            taken[key] = f"VM '{name}'"
         return tuple(out)
 
     def boolean(self, body: dict, key: str, place: str) -> bool:
@@ -656,6 +738,11 @@ class _Parser:
                                               f"{vm_macs[gw.mac]}")
                 if gw.ip is not None and gw.ip in vm_ips:
                     self.fail(f"{where}.ip", f"{gw.ip} is already used by {vm_ips[gw.ip]}")
+                if gw.ipv6 is not None:
+                    key = (seg.name, gw.ipv6) if gw.ipv6.is_link_local else gw.ipv6
+                    if key in vm_ips:
+                        self.fail(f"{where}.ipv6", f"{gw.ipv6} is already used by "
+                                                   f"{vm_ips[key]}")
 
     def vm_binding(self, body: Mapping, place: str, hvs: Mapping, taken: dict):
         """(hypervisor, port, interface, iface_id): placed by the file, or

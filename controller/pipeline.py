@@ -20,7 +20,8 @@ TABLE_NAMES = {INGRESS: "ingress", DESTINATION: "destination",
 # What each table may match and where it may continue.
 TABLE_MATCHES = {
     INGRESS: {"in_port", "vlan_vid", "eth_src", "eth_type", "ipv4_src",
-              "arp_sha", "arp_spa", "ip_proto", "udp_src", "udp_dst"},
+              "arp_sha", "arp_spa", "ip_proto", "udp_src", "udp_dst", "ipv6_src",
+              "icmpv6_type", "ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll"},
     DESTINATION: {"vlan_vid", "eth_type", "eth_dst", "metadata"},
     POLICY: {"metadata", "eth_src", "eth_dst"},
     FORWARD: {"metadata", "eth_dst"},
@@ -48,6 +49,13 @@ POLICY_MASK = CLASS_MASK | DST_GATEWAY          # table 2: which scope a frame i
 OFPVID_PRESENT = 0x1000
 OFPVID_NONE = 0x0000
 ETH_TYPE_IP, ETH_TYPE_ARP, ETH_TYPE_RARP = 0x0800, 0x0806, 0x8035
+ETH_TYPE_IPV6 = 0x86DD
+IP_PROTO_ICMPV6 = 58
+# ICMPv6 types the ingress checks: router solicitation and advertisement,
+# neighbour solicitation and advertisement, redirect, MLDv2 report.
+ICMPV6_RS, ICMPV6_RA, ICMPV6_NS, ICMPV6_NA, ICMPV6_REDIRECT = 133, 134, 135, 136, 137
+ICMPV6_MLD2_REPORT = 143
+DHCP6_CLIENT_PORT, DHCP6_SERVER_PORT = 546, 547
 ETH_TYPE_PROBE = 0x88B5        # IEEE local experimental: firewall health probes
 PROBE_MAC = "02:5e:c0:00:00:01"
 # VLAN TPIDs: 802.1Q, 802.1ad (QinQ), and the pre-standard QinQ one.

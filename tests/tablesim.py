@@ -85,6 +85,11 @@ class Frame:
     ip_proto: int | None = None
     udp_src: int | None = None
     udp_dst: int | None = None
+    ipv6_src: str | None = None
+    icmpv6_type: int | None = None
+    nd_target: str | None = None
+    nd_sll: str | None = None        # None: no link-layer option (OVS: all zeros)
+    nd_tll: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "eth_src", self.eth_src.lower())
@@ -121,8 +126,24 @@ class Frame:
                    arp_sha=sha if sha is not None else eth_src, arp_spa=str(spa))
 
     @classmethod
-    def ipv6(cls, eth_src: str, eth_dst: str, vlans=()) -> "Frame":
-        return cls(eth_src, eth_dst, ETH_TYPE_IPV6, tuple(vlans))
+    def ipv6(cls, eth_src: str, eth_dst: str, vlans=(), ipv6_src: str | None = None
+             ) -> "Frame":
+        return cls(eth_src, eth_dst, ETH_TYPE_IPV6, tuple(vlans),
+                   ipv6_src=None if ipv6_src is None else str(ipv6_src))
+
+    @classmethod
+    def icmpv6(cls, eth_src: str, eth_dst: str, ipv6_src: str, kind: int,
+               target: str | None = None, sll: str | None = None, tll: str | None = None,
+               vlans=()) -> "Frame":
+        return cls(eth_src, eth_dst, ETH_TYPE_IPV6, tuple(vlans), ipv6_src=str(ipv6_src),
+                   ip_proto=58, icmpv6_type=kind,
+                   nd_target=None if target is None else str(target), nd_sll=sll, nd_tll=tll)
+
+    @classmethod
+    def udp6(cls, eth_src: str, eth_dst: str, ipv6_src: str, sport: int, dport: int,
+             vlans=()) -> "Frame":
+        return cls(eth_src, eth_dst, ETH_TYPE_IPV6, tuple(vlans), ipv6_src=str(ipv6_src),
+                   ip_proto=17, udp_src=sport, udp_dst=dport)
 
 
 def _mac(value: str) -> int:
@@ -134,6 +155,13 @@ def _mac(value: str) -> int:
 
 def _ip(value) -> int:
     return int(ipaddress.IPv4Address(str(value)))
+
+
+def _ip6(value) -> int:
+    return int(ipaddress.IPv6Address(str(value)))
+
+
+NO_OPTION = "00:00:00:00:00:00"     # OVS's nd_sll/nd_tll when the option is absent
 
 
 @dataclass(frozen=True)
@@ -161,7 +189,9 @@ def _vlan_vid(p: _Parsed, in_port: int) -> int:
     return OFPVID_PRESENT | p.vlans[0] if p.vlans else 0
 
 
-# field -> (how to read it, how to turn a value of it into an int, eth_type prerequisite)
+IP_TYPES = (ETH_TYPE_IP, ETH_TYPE_IPV6)
+# field -> (how to read it, how to turn a value of it into an int, the
+# eth_type(s) it needs)
 FIELDS = {
     "in_port": (lambda p, port: port, int, None),
     "vlan_vid": (_vlan_vid, int, None),
@@ -171,16 +201,33 @@ FIELDS = {
     "ipv4_src": (lambda p, port: p.frame.ipv4_src, _ip, ETH_TYPE_IP),
     "arp_sha": (lambda p, port: p.frame.arp_sha, _mac, ETH_TYPE_ARP),
     "arp_spa": (lambda p, port: p.frame.arp_spa, _ip, ETH_TYPE_ARP),
-    "ip_proto": (lambda p, port: p.frame.ip_proto, int, ETH_TYPE_IP),
-    "udp_src": (lambda p, port: p.frame.udp_src, int, ETH_TYPE_IP),
-    "udp_dst": (lambda p, port: p.frame.udp_dst, int, ETH_TYPE_IP),
+    "ip_proto": (lambda p, port: p.frame.ip_proto, int, IP_TYPES),
+    "udp_src": (lambda p, port: p.frame.udp_src, int, IP_TYPES),
+    "udp_dst": (lambda p, port: p.frame.udp_dst, int, IP_TYPES),
+    "ipv6_src": (lambda p, port: p.frame.ipv6_src, _ip6, ETH_TYPE_IPV6),
+    "icmpv6_type": (lambda p, port: p.frame.icmpv6_type, int, ETH_TYPE_IPV6),
+    "ipv6_nd_target": (lambda p, port: p.frame.nd_target, _ip6, ETH_TYPE_IPV6),
+    # An ND message without the option reads as all zeros, as in OVS.
+    "ipv6_nd_sll": (lambda p, port: (p.frame.nd_sll or NO_OPTION)
+                    if p.frame.icmpv6_type == 135 else None, _mac, ETH_TYPE_IPV6),
+    "ipv6_nd_tll": (lambda p, port: (p.frame.nd_tll or NO_OPTION)
+                    if p.frame.icmpv6_type == 136 else None, _mac, ETH_TYPE_IPV6),
 }
-# OpenFlow's prerequisite above the EtherType: UDP ports need ip_proto=17.
-PROTO_PREREQ = {"udp_src": 17, "udp_dst": 17}
+# OpenFlow's prerequisites above the EtherType: field -> (field, its values).
+PROTO_PREREQ = {"udp_src": ("ip_proto", {17}), "udp_dst": ("ip_proto", {17}),
+                "icmpv6_type": ("ip_proto", {58}),
+                "ipv6_nd_target": ("icmpv6_type", {135, 136}),
+                "ipv6_nd_sll": ("icmpv6_type", {135}), "ipv6_nd_tll": ("icmpv6_type", {136})}
 FULL_MASK = {"in_port": 0xFFFFFFFF, "vlan_vid": 0x1FFF, "eth_src": 2**48 - 1,
              "eth_dst": 2**48 - 1, "eth_type": 0xFFFF, "ipv4_src": 2**32 - 1,
              "arp_sha": 2**48 - 1, "arp_spa": 2**32 - 1, "metadata": 2**64 - 1,
-             "ip_proto": 0xFF, "udp_src": 0xFFFF, "udp_dst": 0xFFFF}
+             "ip_proto": 0xFF, "udp_src": 0xFFFF, "udp_dst": 0xFFFF, "ipv6_src": 2**128 - 1,
+             "icmpv6_type": 0xFF, "ipv6_nd_target": 2**128 - 1, "ipv6_nd_sll": 2**48 - 1,
+             "ipv6_nd_tll": 2**48 - 1}
+
+
+def _types(prereq) -> tuple:
+    return () if prereq is None else prereq if isinstance(prereq, tuple) else (prereq,)
 
 
 @dataclass(frozen=True)
@@ -199,14 +246,15 @@ def _compile_match(flow: Flow) -> tuple[_Match, ...]:
             conv = int
         elif name in FIELDS:
             conv = FIELDS[name][1]
-            prereq = FIELDS[name][2]
-            if prereq is not None and fields.get("eth_type") != prereq:
-                raise BadFlow(f"{flow}: matching {name} needs eth_type={prereq:#06x} "
-                              "(OpenFlow prerequisite)")
-            proto = PROTO_PREREQ.get(name)
-            if proto is not None and fields.get("ip_proto") != proto:
-                raise BadFlow(f"{flow}: matching {name} needs ip_proto={proto} "
-                              "(OpenFlow prerequisite)")
+            prereq = _types(FIELDS[name][2])
+            if prereq and fields.get("eth_type") not in prereq:
+                raise BadFlow(f"{flow}: matching {name} needs eth_type in "
+                              f"{[hex(t) for t in prereq]} (OpenFlow prerequisite)")
+            if name in PROTO_PREREQ:
+                field, values = PROTO_PREREQ[name]
+                if fields.get(field) not in values:
+                    raise BadFlow(f"{flow}: matching {name} needs {field} in {values} "
+                                  "(OpenFlow prerequisite)")
         else:
             raise BadFlow(f"{flow}: the simulator does not know field {name!r}")
         if isinstance(raw, tuple):
@@ -282,7 +330,7 @@ class Switch:
         values: dict[str, int | None] = {"metadata": metadata}
         for name, (getter, conv, prereq) in FIELDS.items():
             raw = getter(packet, in_port)
-            if raw is None or (prereq is not None and packet.eth_type != prereq):
+            if raw is None or (prereq is not None and packet.eth_type not in _types(prereq)):
                 values[name] = None
             else:
                 values[name] = conv(raw)
