@@ -36,6 +36,8 @@ def vms(net: Network, bindings: dict[str, dict], leases: dict | None = None) -> 
                     "dhcp": ({"lease": leases[v.name].to_dict() if v.name in leases else None}
                              if v.dhcp else None),
                     "router": v.router, "dhcp_server": v.dhcp_server,
+                    "ipv6": None if v.ipv6 is None else [str(a) for a in v.ipv6],
+                    "ipv6_router": v.ipv6_router,
                     "mode": rule.mode,
                     "direction": rule.direction if rule.mode == "mirror" else None,
                     "segment_mode": segment_mode,

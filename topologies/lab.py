@@ -567,6 +567,7 @@ class Lab:
                     if vm.segment in routes and vm.ip is not None:   # DHCP says for the rest
                         _host_run(self.net.get(vm.name),
                                   f"ip route add default via {routes[vm.segment]}")
+            self._address_ipv6()
             if self.controller and firewall.interfaces(self.network):
                 # Without the controller the bridges flood, and a firewall
                 # that reflects frames would loop them back: leave it unwired.
@@ -578,6 +579,22 @@ class Lab:
         except BaseException:
             self.close()
             raise
+
+    def _address_ipv6(self) -> None:
+        """VMs with ipv6 get their addresses (no DAD: the file says they are
+        theirs); a declared link-local replaces the kernel's EUI-64 one."""
+        for vm in self.network.vms:
+            if vm.ipv6 is None:
+                continue
+            host, subnet6 = self.net.get(vm.name), self.network.segment(vm.segment).subnet6
+            intf = host.defaultIntf().name
+            link_local, *others = vm.ipv6
+            if link_local != model.eui64_link_local(vm.mac):
+                _host_run(host, f"ip -6 addr flush dev {intf} scope link")
+                _host_run(host, f"ip -6 addr add {link_local}/64 dev {intf} nodad")
+            for address in others:
+                prefix = subnet6.prefixlen if subnet6 is not None else 64
+                _host_run(host, f"ip -6 addr add {address}/{prefix} dev {intf} nodad")
 
     def close(self) -> None:
         """Stop everything this lab started; safe to call twice."""
