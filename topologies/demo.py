@@ -397,12 +397,15 @@ def way_out(variant: tuple[str, list[str]], report: Report, token_file: str,
                      f"{'still reaches' if now else 'no longer reaches'} it")
 
 
-def dhcp_variant(path: str, server, client) -> str:
+def dhcp_variant(path: str, server, client, attacker) -> str:
     """The same network with `server` a declared DHCP server and `client`
-    taking its address by DHCP (ip: dhcp)."""
+    taking its address by DHCP (ip: dhcp); the client and the attacker
+    have IPv6 (their link-local addresses)."""
     doc = model.read_document(path)
     doc["vms"][server.name]["dhcp_server"] = True
     doc["vms"][client.name]["ip"] = "dhcp"
+    for vm in (client, attacker):
+        doc["vms"][vm.name].setdefault("ipv6", [])
     out = os.path.join(tempfile.mkdtemp(prefix="demo-dhcp-"), os.path.basename(path))
     with open(out, "w") as f:
         yaml.safe_dump(doc, f, sort_keys=False)
@@ -414,7 +417,7 @@ def rogue_dhcp(path: str, report: Report, attacker, server, client) -> None:
     real one is away, then from the real one, and is pinned to that lease."""
     subnet = ipaddress.ip_network(f"{server.ip}/24", strict=False)
     hosts = list(subnet.hosts())
-    with Lab(dhcp_variant(path, server, client)) as lab:
+    with Lab(dhcp_variant(path, server, client, attacker)) as lab:
         with dhcptools.Server(lab.host(attacker.name), str(subnet),
                               (str(hosts[199]), str(hosts[209]))) as rogue:
             got = dhcptools.Client(lab.host(client.name)).lease(seconds=8)
@@ -441,6 +444,25 @@ def rogue_dhcp(path: str, report: Report, attacker, server, client) -> None:
             report.check(forged == 0, f"{client.name} sending from another address "
                                       f"({hosts[150]}): {forged}/5 delivered", "0")
             dhclient.stop()
+        rogue_ra(lab, report, attacker, client)
+
+
+def rogue_ra(lab: Lab, report: Report, attacker, client, expect_heard: bool = False) -> None:
+    """The attacker advertises itself as an IPv6 router with a prefix of
+    its own: the client never hears it (it is no declared ipv6_router),
+    where a hub delivers it."""
+    source = str(model.eui64_link_local(attacker.mac))
+    with probes.capture(lab.host(client.name), "icmp6 and ip6[40] == 134") as cap:
+        probes.craft(lab.host(attacker.name), "ra", count=5, src_mac=attacker.mac,
+                     dst_mac="33:33:00:00:00:01", src_ip6=source, dst_ip6="ff02::1",
+                     prefix="fd00:bad::")
+    heard = cap.count()
+    cap.close()
+    taken = "fd00:bad:" in lab.host(client.name).cmd("ip -6 addr; ip -6 route")
+    report.check((heard == 5 and taken) if expect_heard else (heard == 0 and not taken),
+                 f"{attacker.name} sends 5 router advertisements (prefix fd00:bad::/64): "
+                 f"{client.name} heard {heard}, {'took' if taken else 'took no'} route "
+                 f"or address from them", "5 and took" if expect_heard else "0")
 
 
 def main(argv=None) -> int:
@@ -468,6 +490,7 @@ def main(argv=None) -> int:
                                  f"{a.name}<->{b.name} ({received}/{sent} pings)",
                      "> 0: the hub leaks")
         segment_matrix(lab, report, isolated=False)
+        rogue_ra(lab, report, attacker, b, expect_heard=True)
 
     token = secrets.token_hex(16)
     token_file = os.path.join(tempfile.mkdtemp(prefix="demo-"), "token")
@@ -523,7 +546,8 @@ def main(argv=None) -> int:
     else:
         way_out(variant, report, token_file, token)
 
-    report.section("8. DHCP: a rogue server reaches nobody; a guest gets its lease")
+    report.section("8. Rogue DHCP servers and IPv6 routers reach nobody; a guest gets "
+                   "its lease")
     rogue_dhcp(path, report, attacker, a, b)
 
     print(f"\n{len(report.failures)} failed checks; {time.time() - started:.0f}s.")
