@@ -172,3 +172,24 @@ def test_a_gateways_ipv6_is_no_vms():
     with pytest.raises(model.NetworkFileError, match="gateways\\[0\\].ipv6: fd00:91::11 is "
                                                      "already used by VM 'b1'"):
         model.parse(text, "ipv6.yaml")
+
+
+def test_mirror_steer_and_quarantine_treat_ipv6_as_ipv4(net):
+    from controller.policy import VMRule
+    b1, b2 = net.vm("b1"), net.vm("b2")
+    frame = Frame.ipv6(b1.mac, b2.mac, ipv6_src="fd00:91::11")
+    with_ids = model.parse(NETWORK.replace("uplink_port: 3}", "uplink_port: 3, ids_port: 2}"),
+                           "ipv6.yaml")
+    mirrored = with_ids.with_policy(with_ids.policy.with_default("mirror"))
+    trace = Fabric(mirrored, compile_network(mirrored)).run("b1", frame)
+    assert [(hv, p) for hv, p, _ in trace.deliveries].count(("p1", 2)) == 1
+    quarantined = net.with_policy(net.policy.with_vm("b1", VMRule("quarantine")))
+    fab = Fabric(quarantined, compile_network(quarantined))
+    assert ports(fab, "b1", frame) == set()
+    assert ports(fab, "b2", Frame.ipv6(b2.mac, b1.mac, ipv6_src="fd00:91::12")) == set()
+    text = NETWORK.replace("ids_port: 2}", "ids_port: 2, firewall_port: 4}").replace(
+        "uplink_port: 3}", "uplink_port: 3, firewall_port: 4}")
+    steered = model.parse(text, "ipv6.yaml")
+    steered = steered.with_policy(steered.policy.with_default("steer"))
+    trace = Fabric(steered, compile_network(steered), firewall=lambda hv, f: f).run("b1", frame)
+    assert len(trace.firewall_crossings) == 1 and trace.ports == {("p2", 10)}

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from controller import model
 from controller.compiler import LearnedHost, compile_network
+from controller.pipeline import ICMPV6_NA, ICMPV6_NS, ICMPV6_RA, ICMPV6_REDIRECT
 from tests.tablesim import BROADCAST, Fabric, Frame
 
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None,
@@ -49,6 +50,8 @@ def network_docs(draw) -> dict:
         vms[f"v{i}"] = {"hypervisor": f"h{draw(st.integers(0, n_hvs - 1))}",
                         "port": 10 + i, "segment": draw(st.sampled_from(segs)),
                         "mac": f"02:00:00:00:00:{i + 1:02x}", "ip": f"10.0.0.{i + 1}"}
+        if draw(st.booleans()):                      # half of them with IPv6
+            vms[f"v{i}"]["ipv6"] = [f"fd00::{i + 1:x}"]
     modes = st.sampled_from(["allow", "deny"])
     # Mostly permissive, so that many frames have somewhere to go.
     policy = {"default": draw(st.sampled_from(["allow", "allow", "allow", "deny"])),
@@ -154,11 +157,58 @@ def shots(draw, lab: SimulatedLab, spoofing: bool | None = None) -> Shot:
         ip = draw(st.sampled_from([str(o.ip) for o in others] + ["10.0.1.1"]))
     elif spoof == "arp_sha":
         sha = draw(st.sampled_from([o.mac for o in others] + ["02:de:ad:00:00:02"]))
+    if draw(st.integers(0, 2)) == 0 and (vm.ipv6 or spoofing is not False):
+        return draw(ipv6_shots(vm, others, eth_dst, spoofing))
     if spoof != "arp_sha" and draw(st.booleans()):
         frame = Frame.ipv4(mac, eth_dst, ip)
     else:
         frame = Frame.arp(mac, ip, sha=sha, eth_dst=eth_dst)
     return Shot(vm, frame, spoofed=spoof is not None)
+
+
+@st.composite
+def ipv6_shots(draw, vm: model.VM, others, eth_dst: str, spoofing: bool | None) -> Shot:
+    """IPv6 from a VM: from its own addresses, ND for itself (not spoofed);
+    or from an address not its own (every address, if it has no IPv6), ND
+    naming another's address or MAC, an RA, a redirect, a DHCP or DHCPv6
+    server message (spoofed: none of the generated VMs is a router or
+    server)."""
+    own = [str(a) for a in vm.ipv6 or ()]
+    foreign = [str(a) for o in others for a in o.ipv6 or ()] + ["fd00:99::99", "fe80::99"]
+    other_macs = [o.mac for o in others] + ["02:de:ad:00:00:03"]
+    spoof = True if not own else (draw(st.booleans()) if spoofing is None else spoofing)
+    kinds = ["ipv6", "ns", "na"] + (["ra", "redirect", "dhcp", "dhcp6"] if spoof else [])
+    kind = draw(st.sampled_from(kinds))
+    mine = draw(st.sampled_from(own)) if own else "fe80::1"
+    if kind == "ipv6":
+        frame = Frame.ipv6(vm.mac, eth_dst, ipv6_src=draw(st.sampled_from(foreign))
+                           if spoof else mine)
+    elif kind in ("ns", "na"):
+        lladdr = draw(st.sampled_from([vm.mac, None]))
+        address, target = mine, draw(st.sampled_from(foreign + own))
+        if spoof and own:
+            # Lie about one thing: the NS's source or link-layer address, the
+            # NA's target or link-layer address.
+            if draw(st.booleans()):
+                lladdr = draw(st.sampled_from(other_macs))
+            elif kind == "ns":
+                address = draw(st.sampled_from(foreign))
+            else:
+                target = draw(st.sampled_from(foreign))
+        elif kind == "na":
+            target = mine
+        if kind == "ns":
+            frame = Frame.icmpv6(vm.mac, eth_dst, address, ICMPV6_NS, target=target, sll=lladdr)
+        else:
+            frame = Frame.icmpv6(vm.mac, eth_dst, address, ICMPV6_NA, target=target, tll=lladdr)
+    elif kind in ("ra", "redirect"):
+        frame = Frame.icmpv6(vm.mac, eth_dst, mine, ICMPV6_RA if kind == "ra"
+                             else ICMPV6_REDIRECT)
+    elif kind == "dhcp":
+        frame = Frame.udp(vm.mac, eth_dst, str(vm.ip), 67, 68)
+    else:
+        frame = Frame.udp6(vm.mac, eth_dst, mine, 547, 546)
+    return Shot(vm, frame, spoofed=spoof)
 
 
 @st.composite
@@ -288,3 +338,40 @@ def test_frames_from_the_core_reach_only_their_tags_segment_on_that_hypervisor(i
     assert sorted(trace.ports) == sorted(expected)
     assert len(trace.deliveries) == len(expected)
     assert all(out == frame.with_tags() for _, _, out in trace.deliveries)
+
+
+@st.composite
+def ipv6_scenarios(draw, spoofing: bool):
+    """An IPv6 shot from a VM with IPv6 (spoofing: a lie of one kind or a
+    forbidden message) to a known host or a multicast group."""
+    lab = draw(labs())
+    with_ipv6 = [v for v in lab.net.vms if v.ipv6]
+    if not with_ipv6:
+        return lab, None
+    vm = draw(st.sampled_from(with_ipv6))
+    others = [v for v in lab.net.vms if v != vm]
+    eth_dst = draw(st.sampled_from([o.mac for o in others] + ["33:33:00:00:00:01",
+                                                             "33:33:ff:00:00:01"]))
+    return lab, draw(ipv6_shots(vm, others, eth_dst, spoofing))
+
+
+@PROPERTY_SETTINGS
+@given(ipv6_scenarios(spoofing=True))
+def test_spoofed_or_forbidden_ipv6_delivers_nothing(scenario):
+    lab, shot = scenario
+    if shot is None:
+        return
+    trace = lab.fabric.run(shot.sender.name, shot.frame)
+    assert trace.deliveries == [] and trace.uplink_hops == [], shot.frame
+
+
+@PROPERTY_SETTINGS
+@given(ipv6_scenarios(spoofing=False))
+def test_honest_ipv6_goes_where_ipv4_would(scenario):
+    lab, shot = scenario
+    if shot is None:
+        return
+    trace = lab.fabric.run(shot.sender.name, shot.frame)
+    v4 = lab.fabric.run(shot.sender.name, Frame.ipv4(shot.sender.mac, shot.frame.eth_dst,
+                                                     str(shot.sender.ip)))
+    assert sorted(trace.ports) == sorted(v4.ports), shot.frame
