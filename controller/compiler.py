@@ -23,12 +23,12 @@ from .model import Hypervisor, Network
 from .pipeline import (CLASS_MASK, CONTROLLER_METER, DESTINATION, DHCP6_SERVER_PORT,
                        DHCP_CLIENT_PORT, DHCP_METER, DHCP_SERVER_PORT, DST_GATEWAY, DST_REMOTE,
                        DST_SEGMENT_MASK, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6,
-                       ETH_TYPE_PROBE, ICMPV6_MLD2_REPORT, ICMPV6_NA, ICMPV6_NS, ICMPV6_RA,
-                       ICMPV6_REDIRECT, ICMPV6_RS, IP_PROTO_ICMPV6,
-                       ETH_TYPE_RARP, FORWARD, FROM_FIREWALL, FROM_UPLINK, INGRESS,
-                       IP_PROTO_UDP, KIND_LEARNED, MULTICAST, OFPVID_NONE, OFPVID_PRESENT,
-                       POLICY, POLICY_MASK, SEGMENTS_MASK, SRC_SEGMENT_MASK, VLAN_TPIDS, Flow,
-                       flow, metadata)
+                       ETH_TYPE_PROBE, ETH_TYPE_RARP, FORWARD, FROM_FIREWALL, FROM_UPLINK,
+                       Flow, ICMPV6_MLD2_REPORT, ICMPV6_NA, ICMPV6_NS, ICMPV6_RA,
+                       ICMPV6_REDIRECT, ICMPV6_RS, INGRESS, IP_PROTO_ICMPV6, IP_PROTO_UDP,
+                       KIND_LEARNED, MULTICAST, OFPVID_NONE, OFPVID_PRESENT, POLICY,
+                       POLICY_MASK, SEGMENTS_MASK, SRC_SEGMENT_MASK, VLAN_TPIDS, flow,
+                       metadata)
 
 PACKET_IN_BYTES = 0xFFFF       # OFPCML_NO_BUFFER: the whole frame, so it can be re-injected
 UNSPECIFIED = "0.0.0.0"        # a DHCP client's source before it has an address
