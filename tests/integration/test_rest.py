@@ -74,6 +74,17 @@ def reaches(lab, src, dst):
     return probes.reaches(lab.host(src), ip(lab, dst))
 
 
+def path_of(lab, src, dst) -> str:
+    """What OVS does with an echo request from src to dst now, and what the
+    firewall counted: for a failure's message."""
+    a, b = lab.network.vm(src), lab.network.vm(dst)
+    trace = subprocess.run(["ovs-appctl", "ofproto/trace", a.hypervisor,
+                            f"in_port={a.port},icmp,dl_src={a.mac},dl_dst={b.mac},"
+                            f"nw_src={a.ip},nw_dst={b.ip}"], capture_output=True, text=True)
+    return (f"trace on {a.hypervisor}:\n{trace.stdout[-3000:]}\nfirewall counters: "
+            f"{firewall.counters(lab.host(firewall.HOST))}")
+
+
 def cookies(bridge):
     return sorted(re.search(r"cookie=(0x[0-9a-f]+)", f).group(1) for f in dump_flows(bridge))
 
@@ -118,7 +129,10 @@ def test_modes_switch_live_while_traffic_flows(lab):
     _check_counters_and_metrics(lab)
 
     applied(lab, "DELETE", "/api/v1/policy/vms/blue1")
-    assert reaches(lab, "blue1", "blue2") and reaches(lab, "blue1", "red1")
+    assert reaches(lab, "blue1", "blue2")
+    # Seen once in CI (not reproduced since, nor under load): the steered
+    # path failing just after the release. If it comes back, say where.
+    assert reaches(lab, "blue1", "red1"), path_of(lab, "blue1", "red1")
     applied(lab, "DELETE", "/api/v1/policy/pairs/blue/red")
     assert not reaches(lab, "blue1", "red1")
 
