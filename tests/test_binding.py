@@ -8,7 +8,7 @@ import pytest
 from controller import model
 from controller.binding import Bindings, Port
 from controller.compiler import compile_network
-from tests.tablesim import Fabric, Frame
+from controller.tablesim import Fabric, Frame
 
 # Three hypervisors, names unlike the example's; one VM placed by the file,
 # two bound by interface name, one by iface-id.

@@ -8,7 +8,7 @@ import pytest
 from controller import model
 from controller.compiler import LearnedHost, compile_network
 from controller.pipeline import INGRESS, KIND_LEARNED, cookie_kind
-from tests.tablesim import Fabric, Frame
+from controller.tablesim import Fabric, Frame
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "consolidated.yaml"
 UNKNOWN_MAC = "02:99:99:99:99:99"

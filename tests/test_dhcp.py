@@ -12,7 +12,7 @@ from scapy.all import BOOTP, DHCP, IP, UDP, Ether
 from controller import dhcp, model, store
 from controller.compiler import compile_network
 from controller.policy import Policy
-from tests.tablesim import BROADCAST, Fabric, Frame
+from controller.tablesim import BROADCAST, Fabric, Frame
 from tests.test_fabric import Lab
 
 NETWORK = """

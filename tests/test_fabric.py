@@ -19,8 +19,8 @@ from controller.compiler import Compiled
 from controller.fabric import (MAX_RESYNCS, SAVE, STARTUP_GRACE_SECONDS, SYNC, Fabric, FlowEntry,
                                Outcome, PortDesc, ReadFlows, SendFrame)
 from controller.pipeline import ETH_TYPE_PROBE, ETH_TYPE_RARP, KIND_LEARNED, PROBE_MAC, cookie_kind
-from tests import tablesim
-from tests.tablesim import Frame
+from controller import tablesim
+from controller.tablesim import Frame
 
 NETWORK = """
 ovsdb: unix:/var/run/test-fabric-db.sock

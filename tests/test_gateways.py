@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from controller import learning, model
 from controller.compiler import compile_network
-from tests.tablesim import Fabric, Frame
+from controller.tablesim import Fabric, Frame
 
 ROUTER_MAC = "02:ee:00:00:00:01"      # one router interface MAC on two VLANs
 NETWORK = f"""

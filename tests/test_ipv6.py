@@ -9,7 +9,7 @@ from controller import model
 from controller.compiler import compile_network
 from controller.model import eui64_link_local
 from controller.pipeline import ICMPV6_NA, ICMPV6_NS, ICMPV6_RA, ICMPV6_REDIRECT, ICMPV6_RS
-from tests.tablesim import Fabric, Frame
+from controller.tablesim import Fabric, Frame
 
 NETWORK = """
 segments:

@@ -9,7 +9,7 @@ import pytest
 from controller import model
 from controller.compiler import compile_network
 from controller.policy import PolicyError, VMRule
-from tests.tablesim import CENTRAL_IDS, Fabric, Frame
+from controller.tablesim import CENTRAL_IDS, Fabric, Frame
 from tests.test_compiler import EXAMPLE
 
 HV1_IDS = ("hv1", 3)          # hv1's own IDS port; hv2 copies to the central IDS

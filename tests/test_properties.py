@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from controller import model
 from controller.compiler import LearnedHost, compile_network
 from controller.pipeline import ICMPV6_NA, ICMPV6_NS, ICMPV6_RA, ICMPV6_REDIRECT
-from tests.tablesim import BROADCAST, Fabric, Frame
+from controller.tablesim import BROADCAST, Fabric, Frame
 
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow])

@@ -8,7 +8,7 @@ import pytest
 from controller import model
 from controller.compiler import compile_network
 from controller.policy import PolicyError, VMRule
-from tests.tablesim import Fabric, Frame
+from controller.tablesim import Fabric, Frame
 from tests.test_compiler import EXAMPLE
 
 HV1_IDS = ("hv1", 3)

@@ -6,7 +6,7 @@ import pytest
 from controller import model
 from controller.pipeline import (DESTINATION, FORWARD, INGRESS, MULTICAST, OFPVID_NONE,
                                  OFPVID_PRESENT, POLICY, flow)
-from tests.tablesim import (BROADCAST, AmbiguousMatch, BadFlow, Fabric, ForwardingLoop,
+from controller.tablesim import (BROADCAST, AmbiguousMatch, BadFlow, Fabric, ForwardingLoop,
                             Frame, Switch)
 
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"

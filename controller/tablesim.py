@@ -2,7 +2,9 @@
 
 Pure Python, no Ryu, no OVS. It executes the flow entries the compiler
 produces, the way OVS would, so tests can ask "where does this frame go?"
-instead of asserting on the shape of individual entries.
+instead of asserting on the shape of individual entries, and the
+controller's trace (controller/trace.py) can answer it for an operator
+over the entries each switch was given.
 
 Semantics (OpenFlow 1.3 as implemented by OVS):
 
