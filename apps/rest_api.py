@@ -28,7 +28,7 @@ shim.apply()
 
 from ryu.app.wsgi import ControllerBase, route  # noqa: E402
 
-from controller import changes, model, views  # noqa: E402
+from controller import changes, model, trace, views  # noqa: E402
 from controller.auth import TOKEN_ENV, TokenError, WriteAuth, load_token  # noqa: E402
 from controller.changes import RequestError  # noqa: E402
 from controller.enforcement import DATAPATH_WINDOW_MS  # noqa: E402
@@ -53,6 +53,7 @@ ENDPOINTS = {
     f"{API}/matrix": {"GET": "matrix"},
     f"{API}/counters": {"GET": "counters"},
     f"{API}/audit": {"GET": "audit"},
+    f"{API}/trace": {"GET": "trace"},
     f"{API}/openapi.json": {"GET": "openapi"},
     "/metrics": {"GET": "prometheus"},
     f"{API}/policy/default": {"PUT": "set_default"},
@@ -257,6 +258,26 @@ class Api:
 
     def counters(self, req, params):
         return _json(self.app.fabric.counters())
+
+    def trace(self, req, params):
+        """?src=VM&dst=VM|IP|MAC[&proto=icmp|tcp|udp|arp][&dport=N]"""
+        query = req.GET
+        unknown = sorted(set(query) - {"src", "dst", "proto", "dport"})
+        if unknown or "src" not in query or "dst" not in query:
+            raise RequestError(400, "give src (a VM) and dst (a VM, IPv4 address or MAC); "
+                                    "proto and dport are optional"
+                                    + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+        dport = query.get("dport")
+        if dport is not None and (not dport.isdigit() or not 0 < int(dport) < 65536):
+            raise RequestError(400, f"dport must be 1..65535, not {dport!r}")
+        flows, notes = self.app.fabric.committed()
+        try:
+            answer = trace.trace(self.app.fabric.placed_network, flows, query["src"],
+                                 query["dst"], query.get("proto", "icmp"),
+                                 int(dport) if dport else None)
+        except trace.TraceError as e:
+            raise RequestError(e.status, str(e)) from None
+        return _json({**answer, "hypervisors": notes})
 
     def audit(self, req, params):
         per_hv = {}

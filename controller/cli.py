@@ -86,6 +86,30 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 # ------------------------------------------------------------ commands
 
+def cmd_trace(client, args) -> str:
+    query = {"src": args.src, "dst": args.dst, "proto": args.proto}
+    if args.dport is not None:
+        query["dport"] = str(args.dport)
+    doc = client.call("GET", "/api/v1/trace?" + urllib.parse.urlencode(query))
+    rule = doc["rule"]
+    lines = [f"{doc['verdict']}: {doc['explanation']}"]
+    if rule:
+        lines.append(f"rule: table {rule['table']}, priority {rule['priority']}, "
+                     f"{rule['reason']} ({rule['cookie']})")
+    lines += [f"copy to the IDS at {c['hypervisor']} port {c['port']}" for c in doc["copies"]]
+    lines += [f"through the firewall of {hv}" for hv in doc["steered"]]
+    for hop in doc["path"]:
+        outs = ", ".join(f"{o['to']} (port {o['port']}"
+                         + (f", VLAN {o['vlan'][0]})" if o["vlan"] else ")")
+                         for o in hop["outputs"]) or "nowhere"
+        lines.append(f"  {hop['hypervisor']}, in by {hop['in']} (port {hop['in_port']}): "
+                     + " -> ".join(f"{e['table']}/{e['reason']}" for e in hop["entries"])
+                     + f" -> {outs}")
+    lines += [f"note: {hv} {note}" for hv, note in sorted(doc["hypervisors"].items())
+              if note != "in sync"]
+    return "\n".join(lines)
+
+
 def cmd_matrix(client, args) -> str:
     doc = client.call("GET", "/api/v1/matrix")
     names = doc["segments"]
@@ -262,6 +286,13 @@ def parser() -> argparse.ArgumentParser:
         run=cmd_matrix)
     sub.add_parser("vms", help="VMs and their modes").set_defaults(run=cmd_vms)
     sub.add_parser("policy", help="the policy in force").set_defaults(run=cmd_policy)
+    s = sub.add_parser("trace", help="what the network does with a frame from SRC to DST "
+                                     "(a VM, an IPv4 address or a MAC), and why")
+    s.add_argument("src")
+    s.add_argument("dst")
+    s.add_argument("--proto", default="icmp", choices=("icmp", "tcp", "udp", "arp"))
+    s.add_argument("--dport", type=int)
+    s.set_defaults(run=cmd_trace)
     s = sub.add_parser("set", help="set default MODE | segment NAME MODE | "
                                    "pair A B MODE | external SEGMENT MODE (with its "
                                    "gateways)")

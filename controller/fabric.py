@@ -822,6 +822,23 @@ class Fabric:
         switch = self.switches.get(hv.name)
         return switch.firewall if switch is not None else "unknown"
 
+    def committed(self) -> tuple[dict, dict]:
+        """The entries each switch was given ({hv: [Flow]}: its last commit
+        if it is connected, else what the controller intends for it), and
+        how far to trust them ({hv: note}), for the trace."""
+        intended = self.compiled.desired if self.compiled is not None else {}
+        flows, notes = {}, {}
+        for hv in self.network.hypervisors:
+            switch = self.switches.get(hv.name)
+            if switch is not None and switch.last_sync is not None:
+                flows[hv.name] = list(switch.desired.values())
+                notes[hv.name] = "in sync" if switch.synced else \
+                    "not in sync: it may hold other entries (see /api/v1/audit)"
+            else:
+                flows[hv.name] = list(intended.get(hv.name, {}).values())
+                notes[hv.name] = "not connected or never synced: the entries it will get"
+        return flows, notes
+
     def counters(self) -> dict:
         """Per-rule counters as the switches last reported them (views.counters)."""
         return views.counters(self.network, [(self.network.hypervisor(n), s.desired, s.counters)

@@ -396,8 +396,19 @@ class Switch:
 # ------------------------------------------------------------------ the lab
 
 @dataclass
+class Hop:
+    """One switch's pass over the frame: where it came in, the entry each
+    table matched (in order), and where it went out."""
+    hypervisor: str
+    in_port: int
+    entries: tuple
+    outputs: list
+
+
+@dataclass
 class Trace:
     """Everything that happened to one frame sent into the fabric."""
+    hops: list[Hop] = field(default_factory=list)
     deliveries: list[tuple[str, int, Frame]] = field(default_factory=list)
     uplink_hops: list[tuple[str, Frame]] = field(default_factory=list)   # (from hv, frame)
     firewall_crossings: list[tuple[str, Frame]] = field(default_factory=list)
@@ -464,6 +475,7 @@ class Fabric:
             switch = self.switches[hv]
             before = len(switch.packet_ins)
             outputs = switch.process(in_port, fr)
+            trace.hops.append(Hop(hv, in_port, tuple(switch.trace), outputs))
             trace.packet_ins += [(hv, p) for p in switch.packet_ins[before:]]
             for port, out in outputs:
                 if self.firewall is not None and port == self.firewall_ports[hv]:
