@@ -153,6 +153,15 @@ def test_cli_reads_and_changes_the_policy(controller):
     assert cli(controller, "set", "pair", "dmz", "internal", "deny").returncode == CLI_NOT_IN_FORCE
     for command in (["status"], ["counters"], ["audit"]):
         assert cli(controller, *command).returncode == 0, command
+    run = cli(controller, "trace", "web1", "web3")
+    assert run.returncode == 0 and run.stdout.startswith("delivered: delivered to VM web3")
+    assert "hv1, in by VM web1 (port 10)" in run.stdout and "uplink (port 1, VLAN 10)" in \
+        run.stdout and "note: hv1 not connected" in run.stdout, run.stdout
+    run = cli(controller, "trace", "web1", "app1", "--proto", "tcp", "--dport", "5432")
+    assert run.stdout.startswith("dropped: the policy denies"), run.stdout
+    assert "rule: table policy, priority 0, policy-deny" in run.stdout
+    assert cli(controller, "set", "external", "dmz", "deny").returncode == CLI_NOT_IN_FORCE
+    assert re.search(r"external\s+dmz <-> its gateways\s+deny", cli(controller, "policy").stdout)
 
 
 def test_cli_fails_clearly(controller):
