@@ -17,7 +17,10 @@ controller has a host to learn each time:
                     the bundle commit. On a real switch the packet-in meter
                     (options.packet_in_rate, default 100/s) would cap this
                     path long before the controller does; an emulated switch
-                    has no meter, so this measures the controller alone.
+                    has no meter, so this measures the controller alone. The
+                    learn ban (options.learn_ban_rate, 10 new MACs/s per port)
+                    would ban every port at once: it is lifted here
+                    (learn_ban_rate 1,000,000), as Faucet's max_hosts is.
 Each emulated switch sends what a real switch would send under that
 controller's pipeline (packet-in cookie, reason, VLAN tag).
 """
@@ -70,7 +73,8 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     text = network_yaml(args.switches, 1, args.switches, learning_ports=LEARNING_PORTS,
-                        learning_max_hosts=4096, dpid_base=DPID_BASE, prefix="bl")
+                        learning_max_hosts=4096, dpid_base=DPID_BASE, prefix="bl") + \
+        "options:\n  learn_ban_rate: 1000000\n"
     path = write_temp(text, "load.yaml")
     net = model.load(path)
     dpids = [hv.dpid for hv in net.hypervisors]
