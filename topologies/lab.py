@@ -552,7 +552,6 @@ class Lab:
             self._shells = {n.pid: n.name for n in nodes}
             self._netns = {os.readlink(f"/proc/{h.pid}/ns/net") for h in self.net.hosts}
             disable_offload(self.net)
-            self._no_ipv6_in_root()
             if _has_central_ids(self.network):
                 self._configured_ids = True
                 remote_ids.configure(self.network, self.core,
@@ -580,18 +579,6 @@ class Lab:
         except BaseException:
             self.close()
             raise
-
-    def _no_ipv6_in_root(self) -> None:
-        """The bridge sides of the lab's links, and the bridges' LOCAL ports,
-        live in the machine's namespace: without this its kernel sends its own
-        router solicitations and MLD reports down them, straight into the VMs."""
-        names = set(_root_ifnames(self.network, _host_specs(self.network, self.placement),
-                                  self.core)) | _bridge_names(self.network, self.core)
-        for name in sorted(names):
-            path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
-            if os.path.exists(path):
-                with open(path, "w") as f:
-                    f.write("1")
 
     def _address_ipv6(self) -> None:
         """VMs with ipv6 get their addresses (no DAD: the file says they are
@@ -820,7 +807,6 @@ class Lab:
         _run(["ip", "link", "set", guest, "netns", str(host.pid)])
         self._vsctl("add-port", hypervisor, tap, "--", "set", "Interface", tap,
                     *_external_ids(spec))
-        _run(["sysctl", "-qw", f"net.ipv6.conf.{tap}.disable_ipv6=1"])   # as _no_ipv6_in_root
         _run(["ip", "link", "set", tap, "up"])
         # The guest's side stays down until it resumes: a paused guest sends nothing.
         for command in (f"ip link set {guest} address {spec.mac}",

@@ -81,8 +81,12 @@ def path_of(lab, src, dst) -> str:
     trace = subprocess.run(["ovs-appctl", "ofproto/trace", a.hypervisor,
                             f"in_port={a.port},icmp,dl_src={a.mac},dl_dst={b.mac},"
                             f"nw_src={a.ip},nw_dst={b.ip}"], capture_output=True, text=True)
+    cached = subprocess.run(["ovs-appctl", "dpctl/dump-flows"], capture_output=True,
+                            text=True).stdout
+    cached = "\n".join(line for line in cached.splitlines() if a.mac in line)
     return (f"trace on {a.hypervisor}:\n{trace.stdout[-3000:]}\nfirewall counters: "
-            f"{firewall.counters(lab.host(firewall.HOST))}")
+            f"{firewall.counters(lab.host(firewall.HOST))}\ndatapath flows from "
+            f"{src}:\n{cached[-3000:]}")
 
 
 def cookies(bridge):
