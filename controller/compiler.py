@@ -315,7 +315,10 @@ def _ingress_host(net: Network, hv: Hypervisor, h: Host) -> list[Flow]:
                      idle_timeout=net.options.learned_idle_timeout, **classify)]
     if _quarantined(net, h):
         # Nothing it sends is delivered; the IDS, if reachable, sees it all.
-        return [flow(INGRESS, 100, "quarantine", in_port=h.port,
+        # Priority 110, not the port-security drop's 100: an entry of the
+        # same match and priority would be replaced in place on release, and
+        # OVS was seen to keep using the datapath flow cached from it.
+        return [flow(INGRESS, 110, "quarantine", in_port=h.port,
                      actions=mirror_actions(net, hv) or ())]
     own = dict(in_port=h.port, vlan_vid=OFPVID_NONE, eth_src=h.mac)
     flows = []
