@@ -456,18 +456,8 @@ class _Parser:
                 self.fail(f"{place}.vlan", f"VLAN {vlan} is already used by segment "
                                            f"'{by_vlan[vlan]}'")
             by_vlan[vlan] = name
-            subnet = None
-            if "subnet" in body:
-                try:
-                    subnet = ipaddress.IPv4Network(str(body["subnet"]))
-                except ValueError as e:
-                    self.fail(f"{place}.subnet", f"not an IPv4 network: {e}")
-            subnet6 = None
-            if "subnet6" in body:
-                try:
-                    subnet6 = ipaddress.IPv6Network(str(body["subnet6"]))
-                except ValueError as e:
-                    self.fail(f"{place}.subnet6", f"not an IPv6 network: {e}")
+            subnet = self.subnet(body, "subnet", ipaddress.IPv4Network, place)
+            subnet6 = self.subnet(body, "subnet6", ipaddress.IPv6Network, place)
             dhcp = body.get("dhcp")
             if dhcp not in (None, "uplink"):
                 self.fail(f"{place}.dhcp", f"must be uplink (a server or relay on the "
@@ -476,6 +466,16 @@ class _Parser:
                                self.gateways(body.get("gateways"), f"{place}.gateways", name,
                                              subnet, subnet6), dhcp == "uplink", subnet6))
         return tuple(out)
+
+    def subnet(self, body: dict, key: str, kind, place: str):
+        """body[key] as an IPv4Network or IPv6Network (kind); None if absent."""
+        if key not in body:
+            return None
+        try:
+            return kind(str(body[key]))
+        except ValueError as e:
+            version = "IPv4" if kind is ipaddress.IPv4Network else "IPv6"
+            self.fail(f"{place}.{key}", f"not an {version} network: {e}")
 
     def gateways(self, raw: Any, place: str, segment: str, subnet,
                  subnet6=None) -> tuple[Gateway, ...]:
