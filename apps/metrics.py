@@ -11,6 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from controller import traffic
+
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Two-phase commits confirmed by barriers: tens of milliseconds on a LAN,
@@ -88,3 +90,21 @@ class _AppCollector:
                     dropped[kind].add_metric([name, reason], total[kind])
         yield from mirrored.values()
         yield from dropped.values()
+        yield from _segment_pairs(app.fabric)
+
+
+def _segment_pairs(fabric):
+    """Traffic by (source segment, destination segment, outcome): labels
+    are segments, "external" or "-", never VMs (controller/traffic.py)."""
+    net = fabric.network
+    totals = traffic.segment_pairs(fabric.placed_network, [
+        (net.hypervisor(n), s.desired, s.counters) for n, s in sorted(fabric.switches.items())])
+    labels = ["src_segment", "dst_segment", "outcome"]
+    families = {kind: CounterMetricFamily(f"vguard_segment_pair_{kind}",
+                                          f"Frames by segment pair and outcome ({kind})",
+                                          labels=labels)
+                for kind in ("packets", "bytes")}
+    for key, (packets, octets) in sorted(totals.items()):
+        families["packets"].add_metric(list(key), packets)
+        families["bytes"].add_metric(list(key), octets)
+    yield from families.values()
