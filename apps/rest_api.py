@@ -28,7 +28,7 @@ shim.apply()
 
 from ryu.app.wsgi import ControllerBase, route  # noqa: E402
 
-from controller import changes, model, trace, views  # noqa: E402
+from controller import changes, model, topology, trace, views  # noqa: E402
 from controller.auth import TOKEN_ENV, TokenError, WriteAuth, load_token  # noqa: E402
 from controller.changes import RequestError  # noqa: E402
 from controller.enforcement import DATAPATH_WINDOW_MS  # noqa: E402
@@ -39,6 +39,16 @@ from apps.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics  # noqa: 
 
 API = "/api/v1"
 OPENAPI_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi.yaml")
+CONSOLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "console")
+# The web console's files, by the name a URL may ask for: nothing else under
+# /ui/ is served, so no path from a request ever reaches the file system.
+CONSOLE_FILES = {"": ("index.html", "text/html"), "index.html": ("index.html", "text/html"),
+                 "console.js": ("console.js", "text/javascript"),
+                 "console.css": ("console.css", "text/css")}
+# Only this origin's own files and API: no CDN, and the token goes nowhere else.
+CONSOLE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                  "connect-src 'self'; base-uri 'none'; form-action 'none'; "
+                  "frame-ancestors 'none'")
 
 # path -> {method: handler name}; `{name}` matches one path segment.
 ENDPOINTS = {
@@ -54,6 +64,7 @@ ENDPOINTS = {
     f"{API}/counters": {"GET": "counters"},
     f"{API}/audit": {"GET": "audit"},
     f"{API}/trace": {"GET": "trace"},
+    f"{API}/topology": {"GET": "topology"},
     f"{API}/openapi.json": {"GET": "openapi"},
     "/metrics": {"GET": "prometheus"},
     f"{API}/policy/default": {"PUT": "set_default"},
@@ -181,6 +192,18 @@ class RestApi(ControllerBase):
     def metrics_path(self, req, **_):
         return self.api.handle(req)
 
+    @route("vguard_console", "/")
+    def console_root(self, req, **_):
+        return self.api.console(req, "")
+
+    @route("vguard_console_ui", "/ui")
+    def console_ui(self, req, **_):
+        return self.api.console(req, "")
+
+    @route("vguard_ui", "/ui/{name}", requirements={"name": r"[\s\S]*"})
+    def console_file(self, req, name="", **_):
+        return self.api.console(req, name)
+
 
 class Api:
     """The API's state, shared by all requests."""
@@ -300,8 +323,31 @@ class Api:
         return _json({"hypervisors": per_hv, "offline": offline,
                       "in_sync": all(d.get("in_sync") for d in per_hv.values())})
 
+    def topology(self, req, params):
+        fabric = self.app.fabric
+        down = {name: sorted(s.ports_down) for name, s in fabric.switches.items()}
+        return _json(topology.document(topology.graph(
+            fabric.placed_network, fabric.status()["datapaths"], down)))
+
     def openapi(self, req, params):
         return _json(self.openapi_doc)
+
+    def console(self, req, name: str) -> Response:
+        """The web console (apps/console/): plain files, read on each request."""
+        if req.method != "GET":
+            response = _error(405, f"{req.method} is not allowed here (allowed: GET)")
+            response.headers["Allow"] = "GET"
+            return response
+        if name not in CONSOLE_FILES:
+            return _error(404, f"no such file: {_path(req)}")
+        filename, content_type = CONSOLE_FILES[name]
+        with open(os.path.join(CONSOLE_DIR, filename), "rb") as f:
+            body = f.read()
+        response = Response(body=body, content_type=content_type, charset="utf-8")
+        response.headers.update({"Content-Security-Policy": CONSOLE_POLICY,
+                                 "X-Content-Type-Options": "nosniff",
+                                 "Cache-Control": "no-cache"})
+        return response
 
     def prometheus(self, req, params):
         response = Response(body=self.metrics.render())

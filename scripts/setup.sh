@@ -16,7 +16,8 @@ esac
 APT_PACKAGES=(openvswitch-switch mininet iputils-ping tcpdump ethtool nftables
               dsniff iproute2 procps psmisc dnsmasq-base isc-dhcp-client)
 if [ "$profile" != demo ]; then
-    APT_PACKAGES+=(iperf3 openssl docker-compose)
+    # chromium and its driver: the web console's test drives a real headless browser.
+    APT_PACKAGES+=(iperf3 openssl docker-compose chromium chromium-driver)
 fi
 
 missing=()

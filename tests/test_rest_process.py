@@ -3,6 +3,7 @@ schemathesis against the OpenAPI document, the CLI, persistence across a
 restart, read-only and insecure modes, metrics. No Mininet needed."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -311,3 +312,50 @@ def test_idle_connections_do_not_stop_health_or_metrics(tmp_path):
             s.close()
         c.stop()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _raw_get(url: str, path: str, method: str = "GET"):
+    """(status, headers, body) for a path sent exactly as given (urllib
+    would not touch it either, but http.client says so plainly)."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, path)
+        r = conn.getresponse()
+        return r.status, r.headers, r.read()
+    finally:
+        conn.close()
+
+
+CONSOLE = os.path.join(REPO, "apps", "console")
+
+
+@pytest.mark.parametrize("path, name, content_type", [
+    ("/", "index.html", "text/html"), ("/ui", "index.html", "text/html"),
+    ("/ui/", "index.html", "text/html"), ("/ui/index.html", "index.html", "text/html"),
+    ("/ui/console.js", "console.js", "text/javascript"),
+    ("/ui/console.css", "console.css", "text/css")])
+def test_the_console_files_are_served_with_their_types(controller, path, name, content_type):
+    status, headers, body = _raw_get(controller.url, path)
+    assert status == 200
+    assert headers["Content-Type"] == f"{content_type}; charset=utf-8"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "connect-src 'self'" in headers["Content-Security-Policy"]
+    with open(os.path.join(CONSOLE, name), "rb") as f:
+        assert body == f.read()
+
+
+@pytest.mark.parametrize("path", [
+    "/ui/../rest_api.py", "/ui/../../README.md", "/ui/%2e%2e/rest_api.py",
+    "/ui/..%2frest_api.py", "/ui/%2e%2e%2f%2e%2e%2fREADME.md", "/ui/console.js/../../rest_api.py",
+    "/ui//etc/passwd", "/ui/%2fetc%2fpasswd", "/ui/openapi.yaml", "/ui/console.js%00",
+    "/ui/.", "/ui/CONSOLE.JS", "/ui/console"])
+def test_the_console_serves_nothing_but_its_files(controller, path):
+    status, _headers, body = _raw_get(controller.url, path)
+    assert status == 404, (path, body[:200])
+    assert b"import" not in body and b"root:" not in body and b"vguard" not in body.lower()
+
+
+def test_the_console_only_reads(controller):
+    status, headers, _ = _raw_get(controller.url, "/ui/console.js", "POST")
+    assert status == 405 and headers["Allow"] == "GET"
