@@ -32,6 +32,7 @@ from controller import changes, model, topology, trace, views  # noqa: E402
 from controller.auth import TOKEN_ENV, TokenError, WriteAuth, load_token  # noqa: E402
 from controller.changes import RequestError  # noqa: E402
 from controller.enforcement import DATAPATH_WINDOW_MS  # noqa: E402
+from controller.flows import FlowQueryError  # noqa: E402
 from controller.policy import (DIRECTIONS, SCOPE_MODES, VM_MODES, PolicyError,  # noqa: E402
                                vm_rule)
 
@@ -64,6 +65,8 @@ ENDPOINTS = {
     f"{API}/counters": {"GET": "counters"},
     f"{API}/audit": {"GET": "audit"},
     f"{API}/trace": {"GET": "trace"},
+    f"{API}/flows": {"GET": "flows"},
+    f"{API}/flows/matrix": {"GET": "flow_matrix"},
     f"{API}/topology": {"GET": "topology"},
     f"{API}/openapi.json": {"GET": "openapi"},
     "/metrics": {"GET": "prometheus"},
@@ -239,7 +242,9 @@ class Api:
     # ------------------------------------------------------------ reads
 
     def health(self, req, params):
-        return _json(self.app.fabric.status())
+        collector = self.app.collector
+        return _json({**self.app.fabric.status(),
+                      "flow_collector": collector.status() if collector else None})
 
     def hypervisors(self, req, params):
         datapaths = self.app.fabric.status()["datapaths"]
@@ -278,6 +283,23 @@ class Api:
 
     def matrix(self, req, params):
         return _json(views.matrix(self.app.fabric.network))
+
+    def flows(self, req, params):
+        collector = self._collector()
+        try:
+            page = collector.store.query(dict(req.GET))
+        except FlowQueryError as e:
+            return _error(400, str(e))
+        return _json({**page, "collector": collector.status()})
+
+    def flow_matrix(self, req, params):
+        collector = self._collector()
+        return _json({**collector.store.matrix(), "collector": collector.status()})
+
+    def _collector(self):
+        if self.app.collector is None:
+            raise RequestError(409, "the flow collector is off (--flow-collector off)")
+        return self.app.collector
 
     def counters(self, req, params):
         return _json(self.app.fabric.counters())

@@ -32,7 +32,7 @@ from controller import openflow  # noqa: E402
 from controller.fabric import SAVE, SYNC, Fabric, FlowEntry, PortDesc, ReadFlows  # noqa: E402
 from controller.pipeline import CONTROLLER_METER, DHCP_METER  # noqa: E402
 
-from apps import intent, ovsdb, rest_api  # noqa: E402
+from apps import collector, intent, ovsdb, rest_api  # noqa: E402
 from apps.commit import Change, Committer  # noqa: E402
 from apps.flow_reads import FlowReads  # noqa: E402
 from apps.supervise import supervised  # noqa: E402
@@ -76,6 +76,10 @@ class SegmentSwitch(app_manager.RyuApp):
         for address in sorted({hv.ovsdb for hv in network.hypervisors if hv.ovsdb}):
             follower = ovsdb.Follower(address, self._ovsdb_changed, self.logger)
             supervised(f"OVSDB {address}", follower.run, self.logger)
+        self.collector = collector.from_environment(self)
+        if self.collector is not None:
+            supervised("flow collector", self.collector.run, self.logger)
+            supervised("flow log flush", self.collector.flush_loop, self.logger)
         rest_api.register(kwargs["wsgi"], self)
         # SIGHUP reloads the network file (from a greenthread: it commits).
         signal.signal(signal.SIGHUP, lambda *_: hub.spawn(self.intent.reload_on_signal))

@@ -24,6 +24,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 
 from . import auth, model, shim, store  # noqa: E402
+from .flows import parse_address  # noqa: E402
 
 APPS = ["apps.segment_switch"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +47,19 @@ def main(argv=None) -> int:
                                          "with neither, the API is read-only)")
     ap.add_argument("--insecure-rest", action="store_true",
                     help="accept REST writes without a token (closed labs only)")
+    ap.add_argument("--flow-collector", default="127.0.0.1:4739", metavar="HOST:PORT",
+                    help="where the IPFIX collector listens for the switches' flow "
+                         "samples (udp; default %(default)s; 'off': none)")
+    ap.add_argument("--flow-log", metavar="PATH",
+                    help="the JSON-lines flow log (default: beside the state file, "
+                         "<name>.flows.jsonl; 'off': none)")
+    ap.add_argument("--flow-log-max-mb", type=float, default=64,
+                    help="rotate the flow log at this size (default %(default)s)")
+    ap.add_argument("--flow-log-retention", type=float, default=168, metavar="HOURS",
+                    help="delete rotated flow logs older than this (default %(default)s)")
+    ap.add_argument("--flow-intake", type=int, default=20000, metavar="RECORDS",
+                    help="flow records decoded per second at most; more are dropped and "
+                         "counted (default %(default)s)")
     ap.add_argument("--log-file", help="log here instead of standard error")
     ap.add_argument("--verbose", action="store_true", help="debug logging")
     args, ryu_args = ap.parse_known_args(argv)
@@ -56,7 +70,8 @@ def main(argv=None) -> int:
                                      store.default_path(REPO, args.network))
         store.load(state_file, network, document)
         token = auth.load_token(args.token_file)
-    except (model.NetworkFileError, store.StateFileError, auth.TokenError) as e:
+        flow_settings = _flow_settings(args, state_file)
+    except (model.NetworkFileError, store.StateFileError, auth.TokenError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if token is not None and args.insecure_rest:
@@ -71,6 +86,7 @@ def main(argv=None) -> int:
         os.environ["VGUARD_TOKEN_FILE"] = os.path.abspath(args.token_file)
     if args.insecure_rest:
         os.environ["VGUARD_INSECURE_REST"] = "1"
+    os.environ.update(flow_settings)
     if args.ofp_host not in ("127.0.0.1", "::1", "localhost") and \
             not any(a.startswith("--ctl-privkey") for a in ryu_args):
         unguarded = [hv.name for hv in network.hypervisors if not hv.connect_from]
@@ -91,6 +107,23 @@ def main(argv=None) -> int:
         ryu_argv += ["--verbose"]
     manager.main(args=ryu_argv + ryu_args + APPS)
     return 0
+
+
+def _flow_settings(args, state_file: str) -> dict:
+    """The flow collector's settings, checked, as the app's environment."""
+    if args.flow_collector != "off":
+        parse_address(args.flow_collector)
+    if not (args.flow_log_max_mb > 0 and args.flow_log_retention > 0 and
+            args.flow_intake > 0):
+        raise ValueError("--flow-log-max-mb, --flow-log-retention and --flow-intake "
+                         "must be positive")
+    base = os.path.splitext(state_file)[0].removesuffix(".policy")
+    log = args.flow_log or base + ".flows.jsonl"
+    return {"VGUARD_FLOW_TEMPLATES": base + ".ipfix-templates.json","VGUARD_FLOW_COLLECTOR": args.flow_collector,
+            "VGUARD_FLOW_LOG": log if log == "off" else os.path.abspath(log),
+            "VGUARD_FLOW_LOG_MAX_BYTES": str(int(args.flow_log_max_mb * 1024 * 1024)),
+            "VGUARD_FLOW_LOG_RETENTION": str(args.flow_log_retention),
+            "VGUARD_FLOW_INTAKE": str(args.flow_intake)}
 
 
 if __name__ == "__main__":

@@ -239,7 +239,7 @@ class Compiled:
 
     def _set(self, hv: str, key: tuple, flows) -> None:
         old = self._slices[hv].pop(key, ())
-        flows = tuple(flows)
+        flows = tuple(self._treat[hv].sampled(f) for f in flows)
         if flows:
             self._slices[hv][key] = flows
         desired, count, keys = self.desired[hv], self._count[hv], self._keys[hv]
@@ -655,12 +655,57 @@ def _external(net: Network, treat: "_Treatment") -> list[Flow]:
     return flows
 
 
+# Table-2 entries that only let through what another entry judged already.
+PASS_THROUGH = frozenset({"uplink-pass", "firewall-return", "firewall-return-external"})
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What a deciding entry does with a frame: refused, or let on (and then
+    maybe copied to the IDS, maybe out through the firewall)."""
+    refused: bool
+    mirrored: bool
+    steered: bool
+
+    @property
+    def verdict(self) -> str:
+        return "refused" if self.refused else "allowed"
+
+
+def judgement(net: Network, hv: Hypervisor, f: Flow) -> Judgement | None:
+    """None for an entry that decides nothing (it classifies, delivers or
+    passes on what was judged elsewhere)."""
+    if f.table == POLICY and f.reason in PASS_THROUGH:
+        return None
+    if not (f.is_drop or f.table == POLICY):
+        return None
+    outputs = [a[1] for a in f.actions if a[0] == "output"]
+    copies = mirror_actions(net, hv) or []
+    mirrored = bool(copies) and any(a in f.actions for a in copies if a[0] == "output")
+    steered = hv.firewall_port is not None and hv.firewall_port in outputs
+    return Judgement(f.goto is None and not steered, mirrored, steered)
+
+
 class _Treatment:
-    """Turns (copy to the IDS?, through the firewall?) into a table-2 entry."""
+    """Turns (copy to the IDS?, through the firewall?) into a table-2 entry,
+    and gives each deciding entry its IPFIX sample action."""
 
     def __init__(self, net: Network, hv: Hypervisor, firewall_down: bool):
         self.net, self.hv, self.firewall_down = net, hv, firewall_down
         self.mirror = mirror_actions(net, hv) or []
+        records = net.flow_records
+        self._samples = {refused: (records.probability(refused), records.collector_set,
+                                   hv.observation_domain) for refused in (False, True)}
+
+    def sampled(self, f: Flow) -> Flow:
+        """f with the sample action its judgement asks for (f if none)."""
+        if not (f.is_drop or f.table == POLICY):
+            return f          # the common case, checked before anything costly
+        judged = judgement(self.net, self.hv, f)
+        if judged is None:
+            return f
+        sample = self._samples[judged.refused]
+        return replace(f, sample=sample) if sample[0] else f
 
     def entry(self, priority: int, reason: str, vlan: int, mirror: bool, steer: bool,
               **match) -> Flow:

@@ -86,6 +86,11 @@ class Hypervisor:
             return False
         return any(ip in net for net in self.connect_from)
 
+    @property
+    def observation_domain(self) -> int:
+        """Its IPFIX observation domain (the parser checks they differ)."""
+        return self.dpid & 0xFFFFFFFF
+
     def special_ports(self) -> dict[int, str]:
         """Infrastructure ports by number -> role."""
         roles = {"uplink_port": self.uplink_port,
@@ -165,6 +170,20 @@ class MirrorTunnel:
 
 
 @dataclass(frozen=True)
+class FlowRecords:
+    """IPFIX sampling on every entry that decides a frame's fate; the
+    switches export to the controller's collector (apps/collector.py)
+    through the Flow_Sample_Collector_Set with this id on each bridge."""
+    collector_set: int = 1
+    denied: float = 1.0        # probability a refused packet is sampled
+    allowed: float = 0.01      # ... a forwarded, copied or steered one
+
+    def probability(self, denied: bool) -> int:
+        """OVS's form: out of 65535; 0 = no sample action."""
+        return round((self.denied if denied else self.allowed) * 65535)
+
+
+@dataclass(frozen=True)
 class Network:
     source: str
     segments: tuple[Segment, ...]
@@ -175,6 +194,7 @@ class Network:
     mirror_vlan: int | None = None     # carries copies to a remote IDS over the uplinks
     steering: "Steering" = field(default_factory=lambda: Steering())
     mirror_tunnel: MirrorTunnel | None = None
+    flow_records: FlowRecords = field(default_factory=FlowRecords)
 
     def segment(self, name: str) -> Segment:
         return next(s for s in self.segments if s.name == name)
@@ -365,7 +385,8 @@ class _Parser:
         if doc is None:
             self.fail("", "the file is empty")
         doc = self.mapping(doc, "", required=("segments", "hypervisors", "vms"),
-                           optional=("policy", "options", "mirror", "steering", "ovsdb"))
+                           optional=("policy", "options", "mirror", "steering", "ovsdb",
+                                     "flow_records"))
         options = self.options(doc.get("options") or {})
         segments = self.segments(doc["segments"])
         seg_names = {s.name for s in segments}
@@ -383,8 +404,9 @@ class _Parser:
                           f"hypervisor {lacking[0]} has no ovsdb address (give "
                           "hypervisors.NAME.ovsdb, or ovsdb: at the top for all)")
         steering = self.steering(doc.get("steering") or {})
+        flow_records = self.flow_records(doc.get("flow_records") or {}, hypervisors)
         net = Network(self.source, segments, hypervisors, vms, Policy(), options,
-                      mirror_vlan, steering, tunnel)
+                      mirror_vlan, steering, tunnel, flow_records)
         try:
             return net.with_policy(parse_policy(doc.get("policy"), seg_names,
                                                 {vm.name for vm in vms}))
@@ -428,6 +450,30 @@ class _Parser:
         values = {key: self.integer(raw[key], f"options.{key}", 1, 1_000_000)
                   for key in raw}
         return Options(**values)
+
+    def flow_records(self, raw: Any, hypervisors) -> FlowRecords:
+        raw = self.mapping(raw, "flow_records",
+                           optional=("collector_set", "denied", "allowed"))
+        values = {}
+        if "collector_set" in raw:
+            values["collector_set"] = self.integer(raw["collector_set"],
+                                                   "flow_records.collector_set", 1, 2**32 - 1)
+        for key in ("denied", "allowed"):
+            if key in raw:
+                p = raw[key]
+                if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+                    self.fail(f"flow_records.{key}", f"must be a probability from 0 to 1, "
+                                                     f"got {p!r}")
+                values[key] = float(p)
+        # The observation domain of a hypervisor's records is its dpid's low
+        # 32 bits (IPFIX has no more): they must tell hypervisors apart.
+        seen = {}
+        for hv in hypervisors:
+            other = seen.setdefault(hv.dpid & 0xFFFFFFFF, hv.name)
+            if other != hv.name:
+                self.fail(f"hypervisors.{hv.name}.dpid", f"its low 32 bits equal "
+                          f"{other}'s: flow records could not tell them apart")
+        return FlowRecords(**values)
 
     def steering(self, raw: Any) -> Steering:
         raw = self.mapping(raw, "steering", optional=("fail", "probe_interval",

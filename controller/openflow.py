@@ -17,6 +17,10 @@ ETH_TYPE_8021Q = 0x8100
 def actions(dp, flow: Flow) -> list:
     ofp, parser = dp.ofproto, dp.ofproto_parser
     out = []
+    if flow.sample is not None:
+        probability, collector_set, domain = flow.sample
+        out.append(parser.NXActionSample(probability, collector_set, domain,
+                                         flow.observation_point))
     for action in flow.actions:
         name, args = action[0], action[1:]
         if name == "output":
@@ -39,7 +43,7 @@ def flow_add(dp, flow: Flow):
     inst = []
     if flow.meter is not None:
         inst.append(parser.OFPInstructionMeter(flow.meter))
-    if flow.actions:
+    if flow.actions or flow.sample is not None:
         inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions(dp, flow)))
     if flow.write_metadata is not None:
         inst.append(parser.OFPInstructionWriteMetadata(*flow.write_metadata))

@@ -105,6 +105,9 @@ class Flow:
     idle_timeout: int = 0
     kind: int = KIND_STATIC
     reason: str = ""
+    # IPFIX: (probability out of 65535, collector set id, observation
+    # domain); the entry's observation_point names it in the records.
+    sample: tuple | None = None
 
     def __post_init__(self):
         fields = [f for f, _ in self.match]
@@ -122,11 +125,28 @@ class Flow:
 
     @cached_property      # hashed once: plans and audits ask for it many times
     def cookie(self) -> int:
-        identity = repr((self.table, self.priority, self.match, self.actions,
-                         self.write_metadata, self.goto, self.meter,
-                         self.idle_timeout)).encode()
+        identity = self._identity() if self.sample is None else \
+            self._identity() + (self.sample,)
+        identity = repr(identity).encode()
         digest = int.from_bytes(hashlib.blake2b(identity, digest_size=5).digest(), "big")
         return COOKIE_TAG | (self.kind << KIND_SHIFT) | digest
+
+    @cached_property
+    def observation_point(self) -> int:
+        """The 32-bit IPFIX observation point id of this entry: a digest of
+        what it does, without the sample action that carries it (which
+        cannot name itself)."""
+        digest = hashlib.blake2b(repr(self._identity()).encode(), digest_size=4).digest()
+        return int.from_bytes(digest, "big")
+
+    def _identity(self) -> tuple:
+        return (self.table, self.priority, self.match, self.actions,
+                self.write_metadata, self.goto, self.meter, self.idle_timeout)
+
+    def describe(self) -> dict:
+        """The entry as the API names a rule."""
+        return {"table": TABLE_NAMES[self.table], "priority": self.priority,
+                "reason": self.reason, "cookie": f"{self.cookie:#018x}"}
 
     def key(self) -> tuple:
         """What OpenFlow uses to tell entries apart: two flows with the same
@@ -137,7 +157,7 @@ class Flow:
 def flow(table: int, priority: int, reason: str = "", **kw: Any) -> Flow:
     """Build a Flow from keyword matches: flow(INGRESS, 100, in_port=3)."""
     options = {k: kw.pop(k) for k in ("actions", "write_metadata", "goto", "meter",
-                                      "idle_timeout", "kind") if k in kw}
+                                      "idle_timeout", "kind", "sample") if k in kw}
     options["actions"] = tuple(options.get("actions", ()))
     return Flow(table, priority, tuple(sorted(kw.items())), reason=reason, **options)
 

@@ -132,12 +132,12 @@ def trace(net: Network, flows_by_hv: dict[str, list[Flow]], src: str, dst: str,
         "reason": reason if verdict == "dropped" else "delivered",
         "explanation": REASONS.get(reason, reason) if verdict == "dropped" else
         f"delivered to {', '.join(delivered)}",
-        "rule": _entry(decided) if decided else None,
+        "rule": Flow.describe(decided) if decided else None,
         "copies": copies,
         "steered": [hv for hv, _ in result.firewall_crossings],
         "path": [{"hypervisor": hop.hypervisor, "in_port": hop.in_port,
                   "in": roles.get((hop.hypervisor, hop.in_port), "port"),
-                  "entries": [_entry(f) for f in hop.entries],
+                  "entries": [Flow.describe(f) for f in hop.entries],
                   "outputs": [{"port": port, "to": roles.get((hop.hypervisor, port), "port"),
                                "vlan": list(f.vlans)} for port, f in hop.outputs]}
                  for hop in result.hops],
@@ -153,11 +153,6 @@ def _deciding(result, ids, tunnels) -> Flow | None:
         if not onward and hop.entries:
             return hop.entries[-1]
     return result.hops[0].entries[-1] if result.hops and result.hops[0].entries else None
-
-
-def _entry(f: Flow) -> dict:
-    return {"table": TABLE_NAMES[f.table], "priority": f.priority, "reason": f.reason,
-            "cookie": f"{f.cookie:#018x}"}
 
 
 def _port_roles(net: Network) -> dict[tuple[str, int], str]:

@@ -49,7 +49,7 @@ from mininet.net import Mininet
 from mininet.node import OVSBridge, OVSSwitch, RemoteController
 
 from controller import model
-from topologies import firewall, remote_ids, router
+from topologies import firewall, flowexport, remote_ids, router
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE = "core"
@@ -395,6 +395,9 @@ def _delete_leftovers(bridges, ifnames) -> list[str]:
     """Delete those of the given OVS bridges and veths that exist. Only
     OVS bridges and veths: a name that is a real NIC is never touched."""
     removed = []
+    for uuid in flowexport.leftovers(bridges):
+        flowexport.remove([uuid])
+        removed.append(f"flow sample collector set {uuid}")
     for br in sorted(set(bridges) & _list_br()):
         subprocess.run(["ovs-vsctl", "--if-exists", "del-br", br], capture_output=True)
         # A userspace bridge's tap device of the same name should go with it.
@@ -432,6 +435,12 @@ def stop_process_group(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def free_ports(count: int) -> list[int]:
@@ -502,7 +511,7 @@ class Lab:
         # Where each bound VM's tap is now (None: stopped); the file does not say.
         self.placement = {**default_placement(self.network), **(placement or {})}
         self.net: Mininet | None = None
-        self.ofp_port = self.rest_port = self.rest_url = None
+        self.ofp_port = self.rest_port = self.rest_url = self.flow_port = None
         self.controller_log: str | None = None
         self._proc: subprocess.Popen | None = None
         self._last_hypervisor: dict[str, str] = dict(self.placement)
@@ -539,12 +548,15 @@ class Lab:
         try:
             if self.controller:
                 self.ofp_port, self.rest_port = free_ports(2)
+                self.flow_port = free_udp_port()
                 self.rest_url = f"http://127.0.0.1:{self.rest_port}"
                 self._spawn_controller()
             elif self.controller_port is not None:
                 self.ofp_port = self.controller_port
             self.net = build_network(self.network, self.ofp_port, self.core, self.placement)
             self.net.start()
+            if self.controller:
+                flowexport.configure(self.network, f"127.0.0.1:{self.flow_port}")
             for vm in self.network.vms:
                 if vm.iface_id:
                     self._vsctl("set", "Interface", tap_name(vm), *_external_ids(vm))
@@ -641,6 +653,8 @@ class Lab:
                "--ofp-host", "127.0.0.1", "--ofp-port", str(self.ofp_port),
                "--rest-host", "127.0.0.1", "--rest-port", str(self.rest_port),
                *self.controller_args]
+        if "--flow-collector" not in self.controller_args:
+            cmd += ["--flow-collector", f"127.0.0.1:{self.flow_port}"]
         if "--state-file" not in self.controller_args:
             # A lab's policy changes live and die with the lab (restarts
             # included), never in the repository's shared state file.
