@@ -19,6 +19,7 @@ import struct
 VERSION = 10
 TEMPLATE_SET, OPTIONS_TEMPLATE_SET = 2, 3
 VARIABLE = 0xFFFF
+OPTIONS = ()                  # an options template's data is skipped
 MAX_TEMPLATES = 4096          # per collector: a forged flood of templates stays bounded
 
 # IANA information elements -> (record key, how to read the bytes).
@@ -83,26 +84,27 @@ def decode(message: bytes, exporter: str, templates: Templates) -> tuple[list[di
             raise IPFIXError(f"set {set_id} at byte {offset}: bad length {set_length}")
         body = message[offset + 4:offset + set_length]
         offset += set_length
-        if set_id == TEMPLATE_SET:
-            _templates(body, (exporter, domain), templates)
-        elif set_id == OPTIONS_TEMPLATE_SET or set_id < 256:
-            continue          # exporter statistics: not flows
-        else:
+        if set_id in (TEMPLATE_SET, OPTIONS_TEMPLATE_SET):
+            _templates(body, (exporter, domain), templates, set_id == OPTIONS_TEMPLATE_SET)
+        elif set_id >= 256:
             fields = templates.known.get((exporter, domain, set_id))
             if fields is None:
                 unknown += 1
                 continue
+            if fields == OPTIONS:
+                continue      # the exporter's own statistics: not flows
             for record in _data(body, fields):
                 record.update(domain=domain, export_time=export_time)
                 records.append(record)
     return records, unknown
 
 
-def _templates(body: bytes, scope: tuple[str, int], templates: Templates) -> None:
+def _templates(body: bytes, scope: tuple[str, int], templates: Templates,
+               options: bool) -> None:
     p = 0
-    while p + 4 <= len(body):
+    while p + (6 if options else 4) <= len(body):
         template_id, count = struct.unpack_from("!HH", body, p)
-        p += 4
+        p += 6 if options else 4          # an options template: and its scope count
         if template_id < 256:
             raise IPFIXError(f"template id {template_id} is reserved")
         fields = []
@@ -119,7 +121,7 @@ def _templates(body: bytes, scope: tuple[str, int], templates: Templates) -> Non
                 p += 4
                 element &= 0x7FFF
             fields.append((element, size, enterprise))
-        templates.add(scope + (template_id,), tuple(fields))
+        templates.add(scope + (template_id,), OPTIONS if options else tuple(fields))
 
 
 def _data(body: bytes, fields: tuple):
