@@ -9,8 +9,7 @@
   const POLL_MS = 2000;
   const OPENAPI_EVERY_MS = 30000;   // the flows endpoint may come with a newer controller
   const TOKEN_KEY = "vguard-token";
-  // Verdicts of flow records that mean the traffic was refused.
-  const REFUSED = new Set(["dropped", "denied", "deny", "drop", "refused"]);
+  const REFUSED = "refused";      // a flow record's verdict: "allowed" or this
   const $ = (id) => document.getElementById(id);
 
   const state = {
@@ -90,10 +89,18 @@
       drawMatrix(matrix);
       drawHealth(health, hvs);
       drawCounters(counters);
-      if (state.flowsListed) {
-        drawFlows((await getJSON("/flows?limit=100")).flows || []);
-      } else {
+      if (!state.flowsListed) {
         $("flows-note").textContent = "flow records: not available (this controller has no /api/v1/flows)";
+      } else if (health.flow_collector === null) {    // started with the collector off
+        $("flows-note").textContent = "flow records: not available (the flow collector is off)";
+      } else {
+        try {
+          const [newest, refused] = await Promise.all(
+            ["/flows?limit=20", `/flows?verdict=${REFUSED}&limit=10`].map(getJSON));
+          drawFlows(newest.flows || [], refused.flows || []);
+        } catch (e) {          // the rest of the page is still good
+          $("flows-note").textContent = `flow records: ${e.message}`;
+        }
       }
       $("status").textContent = `updated ${new Date().toLocaleTimeString()}`;
       $("status").className = "muted";
@@ -288,7 +295,9 @@
     const hvNames = Object.keys(doc.hypervisors).sort();
     const reasons = [...new Set(hvNames.flatMap((h) => Object.keys(doc.hypervisors[h].reasons)))].sort();
     const traffic = (t) => (t ? `${t.packets} pkts / ${t.bytes} B` : "–");
-    const rows = reasons.map((r) => [r, ...hvNames.map((h) => traffic(doc.hypervisors[h].reasons[r]))]);
+    // Only the reasons that counted something: most entries never match.
+    const counted = reasons.filter((r) => hvNames.some((h) => doc.hypervisors[h].reasons[r]?.packets));
+    const rows = counted.map((r) => [r, ...hvNames.map((h) => traffic(doc.hypervisors[h].reasons[r]))]);
     rows.push([el("strong", {}, "copied to the IDS"),
                ...hvNames.map((h) => traffic(doc.hypervisors[h].mirrored))]);
     const dropped = (h) => Object.values(doc.hypervisors[h].dropped)
@@ -298,20 +307,26 @@
     table("counters", ["rule reason", ...hvNames], rows);
   }
 
-  function drawFlows(records) {
+  function rule(r) {
+    // The deciding entry, as the trace names it: table, priority.
+    if (r && typeof r === "object" && "table" in r) return `${r.table}, priority ${r.priority}`;
+    return text(r);
+  }
+
+  function drawFlows(records, refusals) {
     $("flows-note").textContent = records.length ? "" : "no flow records yet";
     const head = ["last seen", "from", "to", "segments", "proto", "verdict", "reason", "rule",
                   "packets", "bytes", "hypervisor"];
     const row = (f) => {
-      const tr = el("tr", REFUSED.has(f.verdict) ? { class: "refused" } : {});
+      const tr = el("tr", f.verdict === REFUSED ? { class: "refused" } : {});
       for (const v of [when(f.last_seen), f.src_vm, f.dst_vm, `${text(f.src_segment)} → ${text(f.dst_segment)}`,
-                       f.proto, f.verdict, f.reason, f.rule, f.packets, f.bytes, f.hypervisor]) {
+                       f.proto, f.verdict, f.reason, rule(f.rule), f.packets, f.bytes, f.hypervisor]) {
         tr.append(cell(v));
       }
       return tr;
     };
-    table("flows", head, records.slice(0, 20).map(row));
-    table("refusals", head, records.filter((f) => REFUSED.has(f.verdict)).slice(0, 10).map(row));
+    table("flows", head, records.map(row));
+    table("refusals", head, refusals.map(row));
   }
 
   // ------------------------------------------------------------ start
