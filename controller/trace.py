@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 
 from .model import MAC_RE, Network
-from .pipeline import POLICY, TABLE_NAMES, Flow
+from .pipeline import POLICY, Flow
 from .tablesim import BROADCAST, CENTRAL_IDS, Fabric, Frame
 
 PROTOCOLS = ("icmp", "tcp", "udp", "arp")
