@@ -174,7 +174,7 @@ class FlowStore:
         vm, segment = params.get("vm"), params.get("segment")
         reason, hypervisor = params.get("reason"), params.get("hypervisor")
         matched = []
-        for r in reversed(self.records.values()):      # newest first
+        for r in sorted(self.records.values(), key=lambda r: r.last_seen, reverse=True):
             if (vm and vm not in (r.src_vm, r.dst_vm)) or \
                     (segment and segment not in (r.src_segment, r.dst_segment)) or \
                     (verdict and r.verdict != verdict) or (reason and r.reason != reason) or \
