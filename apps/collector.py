@@ -126,9 +126,8 @@ class Collector:
         if hv is None:
             self.counts["unknown_domain"] += 1
             return
-        entry = self._entry(hv.name, sample.get("observation_point"), now)
-        judged = judgement(net, hv, entry) if entry is not None else None
-        if judged is None:
+        entry, judged = self._entry(net, hv, sample.get("observation_point"), now)
+        if entry is None:
             self.counts["unknown_rule"] += 1
             return
         probability = (entry.sample[0] / 65535) if entry.sample else 0.0
@@ -145,27 +144,34 @@ class Collector:
         return self._domains[1].get(domain)
 
     def _names(self) -> Directory:
+        """Rebuilt only when the network or the learned hosts change (both
+        are replaced, never mutated)."""
         fabric = self.app.fabric
-        net = fabric.placed_network
-        if self._directory is None or self._directory.net is not net:
-            self._directory = Directory(net, fabric.learned)
+        d = self._directory
+        if d is None or d.net is not fabric.network or d.learned is not fabric.learned:
+            self._directory = Directory(fabric.network, fabric.learned)
         return self._directory
 
-    def _entry(self, hv: str, point: int | None, now: float):
-        """The entry of `hv` with that observation point: among those its
-        switch holds, else among those it held before the last rebuild
-        (a sample may be in flight across a change)."""
-        current, previous, built = self._indexes.get(hv, ({}, {}, 0.0))
+    def _entry(self, net, hv, point: int | None, now: float) -> tuple:
+        """(entry, its judgement) of `hv` with that observation point: among
+        those its switch holds, else among those it held before the last
+        rebuild (a sample may be in flight across a change); (None, None)."""
+        current, previous, built = self._indexes.get(hv.name, ({}, {}, 0.0))
         found = current.get(point) or previous.get(point)
         if found is None and now - built >= REINDEX_SECONDS:
-            current, previous = self._index(hv), current
-            self._indexes[hv] = (current, previous, now)
+            current, previous = self._index(net, hv), current
+            self._indexes[hv.name] = (current, previous, now)
             found = current.get(point) or previous.get(point)
-        return found
+        return found or (None, None)
 
-    def _index(self, hv: str) -> dict:
+    def _index(self, net, hv) -> dict:
         flows, _ = self.app.fabric.committed()
-        return {f.observation_point: f for f in flows.get(hv, ()) if f.sample is not None}
+        index = {}
+        for f in flows.get(hv.name, ()):
+            judged = judgement(net, hv, f) if f.sample is not None else None
+            if judged is not None:
+                index[f.observation_point] = (f, judged)
+        return index
 
     # -- what it says about itself
     def status(self) -> dict:

@@ -679,11 +679,32 @@ def judgement(net: Network, hv: Hypervisor, f: Flow) -> Judgement | None:
         return None
     if not (f.is_drop or f.table == POLICY):
         return None
-    outputs = [a[1] for a in f.actions if a[0] == "output"]
-    copies = mirror_actions(net, hv) or []
-    mirrored = bool(copies) and any(a in f.actions for a in copies if a[0] == "output")
-    steered = hv.firewall_port is not None and hv.firewall_port in outputs
-    return Judgement(f.goto is None and not steered, mirrored, steered)
+    copies, steers, delivers = action_roles(net, hv, f)
+    return Judgement(not delivers and not steers, copies, steers)
+
+
+def action_roles(net: Network, hv: Hypervisor, f: Flow) -> tuple[bool, bool, bool]:
+    """(copies to the IDS, sends to the firewall, passes the frame on), read
+    from the entry's outputs and goto: an output to the IDS or mirror
+    tunnel port, or tagged with the mirror VLAN, is a copy."""
+    copies = steers = False
+    delivers = f.goto is not None
+    vlan = None
+    for action in f.actions:
+        if action[0] == "set_vlan":
+            vlan = action[1]
+        elif action[0] == "pop_vlan":
+            vlan = None
+        elif action[0] == "output":
+            port = action[1]
+            if port in (hv.ids_port, hv.mirror_port) or \
+                    (vlan is not None and vlan == net.mirror_vlan):
+                copies = True
+            elif port == hv.firewall_port:
+                steers = True
+            else:
+                delivers = True
+    return copies, steers, delivers
 
 
 class _Treatment:

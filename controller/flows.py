@@ -69,10 +69,12 @@ class Record:
 
 
 class Directory:
-    """MAC -> (name, segment) for one network: VMs, gateways, learned hosts."""
+    """MAC -> (name, segment) for one network: VMs, gateways, learned hosts.
+    Neither where VMs run nor their leases matter: MACs and segments are
+    the file's."""
 
-    def __init__(self, net: Network, learned=()):
-        self.net = net
+    def __init__(self, net: Network, learned=frozenset()):
+        self.net, self.learned = net, learned
         self.by_mac: dict[str, tuple[str, str]] = {}
         for seg in net.segments:
             for gw in seg.gateways:

@@ -27,6 +27,7 @@ counts once on each hypervisor the physical network floods it to.
 """
 from __future__ import annotations
 
+from .compiler import action_roles
 from .model import Hypervisor, Network
 from .pipeline import (DESTINATION, DST_GATEWAY, DST_SEGMENT_MASK, DST_SEGMENT_SHIFT,
                        FORWARD, FROM_UPLINK, INGRESS, OFPVID_PRESENT, POLICY,
@@ -55,7 +56,7 @@ class Attribution:
     def keys(self, hv: Hypervisor, f: Flow) -> tuple:
         """(source, destination, outcome) this entry counts for; () if it
         decides nothing (classification, forwarding, judged elsewhere)."""
-        copies, steers, delivers = self._actions(hv, f)
+        copies, steers, delivers = action_roles(self.net, hv, f)
         outcomes = (("mirrored",) if copies else ()) + (("steered",) if steers else ())
         if f.table == POLICY:
             value, mask = _metadata(f)
@@ -108,29 +109,6 @@ class Attribution:
             if lp.port == port:
                 return lp.segment
         return self.by_port.get((hv.name, port), UNKNOWN)
-
-    def _actions(self, hv: Hypervisor, f: Flow) -> tuple[bool, bool, bool]:
-        """(copies to the IDS, sends to the firewall, passes the frame on).
-        Only outputs and goto matter; any other action (a sample, a tag)
-        is read only for the mirror VLAN's tag."""
-        copies = steers = False
-        delivers = f.goto is not None
-        vlan = None
-        for action in f.actions:
-            if action[0] == "set_vlan":
-                vlan = action[1]
-            elif action[0] == "pop_vlan":
-                vlan = None
-            elif action[0] == "output":
-                port = action[1]
-                if port in (hv.ids_port, hv.mirror_port) or \
-                        (vlan is not None and vlan == self.net.mirror_vlan):
-                    copies = True
-                elif port == hv.firewall_port:
-                    steers = True
-                else:
-                    delivers = True
-        return copies, steers, delivers
 
 
 def _metadata(f: Flow) -> tuple[int, int]:
