@@ -14,7 +14,7 @@
 
   const state = {
     flowsListed: false, openapiAt: 0, topologyText: "", segments: [], modes: [],
-    matrix: null, change: null,
+    matrix: null, matrixDrawn: "", change: null,
   };
 
   // ------------------------------------------------------------ helpers
@@ -196,6 +196,11 @@
   function drawMatrix(matrix) {
     state.matrix = matrix;
     const canWrite = token() !== "";
+    // Redraw only on a change: a rebuilt table would swallow a click that
+    // lands while the poll replaces the button under the pointer.
+    const drawn = JSON.stringify([canWrite, matrix]);
+    if (drawn === state.matrixDrawn) return;
+    state.matrixDrawn = drawn;
     $("matrix-hint").textContent = canWrite
       ? "Click a cell to change that pair's mode (the diagonal: the mode inside a segment)."
       : "Enter the write token above to change modes from here.";
