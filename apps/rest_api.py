@@ -28,7 +28,7 @@ shim.apply()
 
 from ryu.app.wsgi import ControllerBase, route  # noqa: E402
 
-from controller import changes, model, topology, trace, views  # noqa: E402
+from controller import changes, model, tablesim, topology, trace, views  # noqa: E402
 from controller.auth import TOKEN_ENV, TokenError, WriteAuth, load_token  # noqa: E402
 from controller.changes import RequestError  # noqa: E402
 from controller.enforcement import DATAPATH_WINDOW_MS  # noqa: E402
@@ -215,6 +215,7 @@ class Api:
         self.app, self.auth, self.logger = app, auth, app.logger
         self.metrics = Metrics(app)
         self.openapi_doc = openapi_document(app.fabric.network)
+        self.trace_switches = tablesim.SwitchCache()   # parsed entries, kept between traces
         self.routes = [(_pattern(path), methods) for path, methods in ENDPOINTS.items()]
 
     def handle(self, req) -> Response:
@@ -319,7 +320,7 @@ class Api:
         try:
             answer = trace.trace(self.app.fabric.placed_network, flows, query["src"],
                                  query["dst"], query.get("proto", "icmp"),
-                                 int(dport) if dport else None)
+                                 int(dport) if dport else None, self.trace_switches)
         except trace.TraceError as e:
             raise RequestError(e.status, str(e)) from None
         return _json({**answer, "hypervisors": notes})

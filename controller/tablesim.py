@@ -39,7 +39,7 @@ Semantics (OpenFlow 1.3 as implemented by OVS):
 from __future__ import annotations
 
 import ipaddress
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
@@ -232,15 +232,8 @@ def _types(prereq) -> tuple:
     return () if prereq is None else prereq if isinstance(prereq, tuple) else (prereq,)
 
 
-@dataclass(frozen=True)
-class _Match:
-    """One match field of one entry, pre-converted to (value, mask) ints."""
-    name: str
-    value: int
-    mask: int
-
-
-def _compile_match(flow: Flow) -> tuple[_Match, ...]:
+def _compile_match(flow: Flow) -> tuple[tuple[str, int, int], ...]:
+    """The entry's match fields as (name, value, mask), values as ints."""
     out = []
     fields = dict(flow.match)
     for name, raw in flow.match:
@@ -265,7 +258,7 @@ def _compile_match(flow: Flow) -> tuple[_Match, ...]:
             value, mask = conv(raw), FULL_MASK[name]
         if value & ~mask:
             raise BadFlow(f"{flow}: {name} value has bits outside its mask")
-        out.append(_Match(name, value, mask))
+        out.append((name, value, mask))
     return tuple(out)
 
 
@@ -292,7 +285,7 @@ class Switch:
                  vlan_limit: int | None = 1):
         self.name = name
         self.vlan_limit = vlan_limit
-        self.tables: dict[int, list[tuple[Flow, tuple[_Match, ...]]]] = defaultdict(list)
+        self.tables: dict[int, list[tuple[Flow, tuple]]] = defaultdict(list)
         keys = {}
         for f in flows:
             if f.key() in keys:
@@ -316,8 +309,8 @@ class Switch:
         for f, matches in self.tables.get(table, ()):
             if best is not None and f.priority < best.priority:
                 break
-            if all(values[m.name] is not None and values[m.name] & m.mask == m.value
-                   for m in matches):
+            if all(values[name] is not None and values[name] & mask == value
+                   for name, value, mask in matches):
                 if best is not None:
                     raise AmbiguousMatch(
                         f"{self.name}: table {TABLE_NAMES.get(table, table)}: "
@@ -426,13 +419,61 @@ class Trace:
 CENTRAL_IDS = ("core", 0)
 
 
+class SwitchCache:
+    """Switches kept from one run to the next (the trace's): each is built
+    again only when its entries are not the same Flow objects as before,
+    and at most `size` are kept, the least recently used going first (one
+    holds its entries' parsed matches: a big hypervisor's are megabytes)."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._kept: OrderedDict = OrderedDict()     # (name, vlan_limit) -> (ids, Switch)
+
+    def get(self, name: str, flows: list[Flow], vlan_limit: int | None) -> "Switch":
+        # The kept switch holds its Flow objects, so none of their ids is reused.
+        ids = frozenset(map(id, flows))
+        key = (name, vlan_limit)
+        kept = self._kept.get(key)
+        if kept is not None and kept[0] == ids:
+            self._kept.move_to_end(key)
+            switch = kept[1]
+            switch.packet_ins, switch.trace = [], []
+            return switch
+        switch = Switch(flows, name, vlan_limit)
+        self._kept[key] = (ids, switch)
+        self._kept.move_to_end(key)
+        while len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+        return switch
+
+
+class _Switches(dict):
+    """hv -> Switch, each built when it is first asked for."""
+
+    def __init__(self, flows_by_hv: dict, vlan_limit: int | None,
+                 cache: SwitchCache | None):
+        super().__init__()
+        self._flows, self._vlan_limit, self._cache = flows_by_hv, vlan_limit, cache
+
+    def __missing__(self, name: str) -> "Switch":
+        flows = self._flows[name]
+        switch = (self._cache.get(name, flows, self._vlan_limit) if self._cache is not None
+                  else Switch(flows, name, self._vlan_limit))
+        self[name] = switch
+        return switch
+
+
 class Fabric:
     """Every hypervisor of a network, joined by a core switch on their uplinks.
 
     The core is modelled as flooding: a frame a hypervisor outputs on its
     uplink reaches the uplink port of every other hypervisor (a learning core
     delivers to a subset of these, so checking against flooding is the
-    conservative choice). Outputs on any other port are deliveries. A frame
+    conservative choice). With core="learning" it is a learning core that
+    has seen every running VM on its segment's VLAN: a frame with that VLAN
+    outside and that VM's MAC as destination goes to the VM's hypervisor
+    only (or nowhere, if it came from there); any other frame floods.
+    Outputs on any other port are deliveries. A frame
     tagged with the network's mirror VLAN also reaches the central IDS, an
     access port of that VLAN on the core: delivered untagged at CENTRAL_IDS.
     A frame output on a hypervisor's mirror tunnel port (ERSPAN/GRE) reaches
@@ -443,15 +484,29 @@ class Fabric:
     frame it returns (the same one: pass; another: a misbehaving firewall)
     comes back in on the same port; None drops it. Without `firewall`,
     firewall-port outputs are deliveries.
+
+    Without `cache`, every switch is built (its entries checked) at once.
+    With it, a switch is built when a frame first reaches it, and kept in
+    the cache for the next Fabric over the same entries (the trace's way).
     """
 
     def __init__(self, network, flows_by_hv: dict[str, list[Flow]], max_hops: int = 8,
-                 vlan_limit: int | None = 1, firewall=None):
+                 vlan_limit: int | None = 1, firewall=None, core: str = "flood",
+                 cache: SwitchCache | None = None):
+        if core not in ("flood", "learning"):
+            raise ValueError(f"core must be 'flood' or 'learning', not {core!r}")
         self.firewall = firewall
         self.firewall_ports = {hv.name: hv.firewall_port for hv in network.hypervisors}
         self.network = network
-        self.switches = {name: Switch(flows, name, vlan_limit)
-                         for name, flows in flows_by_hv.items()}
+        self.switches = _Switches(flows_by_hv, vlan_limit, cache)
+        if cache is None:
+            for name in flows_by_hv:
+                self.switches[name]
+        self.learned_at = None
+        if core == "learning":
+            vlans = {seg.name: seg.vlan for seg in network.segments}
+            self.learned_at = {(vlans[vm.segment], vm.mac.lower()): vm.hypervisor
+                               for vm in network.vms if vm.port is not None}
         self.uplinks = {hv.name: hv.uplink_port for hv in network.hypervisors}
         self.tunnels = {hv.name: getattr(hv, "mirror_port", None)
                         for hv in network.hypervisors}
@@ -490,12 +545,20 @@ class Fabric:
                     mirror_vlan = getattr(self.network, "mirror_vlan", None)
                     if out.vlans and out.vlans[0] == mirror_vlan:
                         trace.deliveries.append((*CENTRAL_IDS, out.with_tags(*out.vlans[1:])))
-                    for other, uplink in self.uplinks.items():
-                        if other != hv and uplink is not None:
-                            queue.append((other, uplink, out, hops + 1))
+                    for other in self._core_delivers(hv, out):
+                        queue.append((other, self.uplinks[other], out, hops + 1))
                 else:
                     trace.deliveries.append((hv, port, out))
         return trace
+
+    def _core_delivers(self, hv: str, frame: Frame) -> list[str]:
+        """The hypervisors the core sends a frame from hv's uplink to."""
+        if self.learned_at is not None and frame.vlans:
+            at = self.learned_at.get((frame.vlans[0], frame.eth_dst))
+            if at is not None:
+                return [at] if at != hv and self.uplinks.get(at) is not None else []
+        return [other for other, uplink in self.uplinks.items()
+                if other != hv and uplink is not None]
 
     def send(self, where, frame: Frame) -> set[tuple[str, int, Frame]]:
         """Where `frame` ends up: {(hv, port, frame)} over non-uplink ports."""

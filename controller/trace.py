@@ -3,9 +3,10 @@
 Pure Python. It builds the frame an operator asks about (from a VM, to a
 VM, an address or a MAC, by protocol) and runs it through the entries the
 controller committed to every switch (controller/tablesim.py: the core is
-modelled as flooding, a firewall as passing what it is given). The answer
-says whether it is delivered, which entry decided and for which reason,
-every copy to an IDS, every firewall crossing, and the path hop by hop.
+modelled as a learning switch that has seen every VM, a firewall as
+passing what it is given). The answer says whether it is delivered, which
+entry decided and for which reason, every copy to an IDS, every firewall
+crossing, and the path hop by hop.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import ipaddress
 
 from .model import MAC_RE, Network
 from .pipeline import POLICY, Flow
-from .tablesim import BROADCAST, CENTRAL_IDS, Fabric, Frame
+from .tablesim import BROADCAST, CENTRAL_IDS, Fabric, Frame, SwitchCache
 
 PROTOCOLS = ("icmp", "tcp", "udp", "arp")
 IP_PROTO = {"icmp": 1, "tcp": 6, "udp": 17}
@@ -98,11 +99,15 @@ def _destination(net: Network, sender, dst: str) -> tuple[str, str]:
 
 
 def trace(net: Network, flows_by_hv: dict[str, list[Flow]], src: str, dst: str,
-          proto: str = "icmp", dport: int | None = None) -> dict:
-    """The answer for the frame `src` sends to `dst` (see the module doc)."""
+          proto: str = "icmp", dport: int | None = None,
+          switches: SwitchCache | None = None) -> dict:
+    """The answer for the frame `src` sends to `dst` (see the module doc).
+    switches: the parsed entries kept from earlier traces (a large fabric's
+    take seconds to parse; only the switches the frame reaches are)."""
     frame, destination = frame_for(net, src, dst, proto, dport)
     roles = _port_roles(net)
-    fabric = Fabric(net, flows_by_hv, firewall=lambda hv, f: f)
+    fabric = Fabric(net, flows_by_hv, firewall=lambda hv, f: f, core="learning",
+                    cache=switches if switches is not None else SwitchCache())
     result = fabric.run(src, frame)
     ids = {(hv.name, hv.ids_port) for hv in net.hypervisors if hv.ids_port} | {CENTRAL_IDS}
     tunnels = {(hv.name, hv.mirror_port) for hv in net.hypervisors if hv.mirror_port}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller import model, trace
+from controller import model, tablesim, trace
 from controller.compiler import compile_network
 from controller.policy import VMRule
 from tests.test_compiler import EXAMPLE
@@ -78,3 +78,43 @@ def test_the_way_out_goes_to_the_gateway_and_external_deny_stops_it():
     cut = model.parse(GATEWAYS + "  external: {front: deny}\n", "gateways.yaml")
     got = ask(cut, "f1", "198.51.100.7")
     assert (got["verdict"], got["reason"]) == ("dropped", "external-deny")
+
+
+THREE = """
+segments:
+  a: {vlan: 10}
+  b: {vlan: 20}
+hypervisors:
+  x: {dpid: 1, uplink_port: 1}
+  y: {dpid: 2, uplink_port: 1}
+  z: {dpid: 3, uplink_port: 1}
+vms:
+  a1: {hypervisor: x, port: 5, segment: a, mac: "02:00:00:00:0a:01", ip: 10.0.0.1}
+  a2: {hypervisor: y, port: 5, segment: a, mac: "02:00:00:00:0a:02", ip: 10.0.0.2}
+  b3: {hypervisor: z, port: 5, segment: b, mac: "02:00:00:00:0b:03", ip: 10.0.0.3}
+policy:
+  default: allow
+"""
+
+
+def test_the_core_learns_unicast_goes_to_its_hypervisor_only_broadcast_everywhere():
+    net = model.parse(THREE, "three.yaml")
+    got = ask(net, "a1", "a2", proto="udp", dport=53)
+    assert [h["hypervisor"] for h in got["path"]] == ["x", "y"]
+    assert got["delivered_to"] == ["VM a2"]
+    arp = ask(net, "a1", "a2", proto="arp")
+    assert sorted(h["hypervisor"] for h in arp["path"]) == ["x", "y", "z"]
+
+
+def test_kept_switches_answer_for_the_entries_given_never_older_ones():
+    net = model.parse(THREE, "three.yaml")
+    kept = tablesim.SwitchCache()
+    allowed = compile_network(net.with_policy(net.policy.with_pair("a", "b", "allow")))
+    denied = compile_network(net.with_policy(net.policy.with_pair("a", "b", "deny")))
+    for flows, verdict in [(allowed, "delivered"), (allowed, "delivered"),
+                           (denied, "dropped"), (allowed, "delivered")]:
+        got = trace.trace(net, flows, "a1", "b3", switches=kept)
+        assert got["verdict"] == verdict
+    # The same entries again: the same parsed switch, not a new one.
+    assert kept.get("x", allowed["x"], 1) is kept.get("x", allowed["x"], 1)
+    assert kept.get("x", denied["x"], 1) is not kept.get("x", allowed["x"], 1)

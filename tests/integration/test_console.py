@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -64,7 +65,11 @@ def errors(driver) -> list:
 
 
 def wait(driver, what, timeout=20):
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: what(d))
+    """Until what(driver) is true. An element the page redraws meanwhile
+    (a poll brought a change) is found again on the next try."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException,)
+                         ).until(lambda d: what(d))
 
 
 def texts(driver, css: str) -> list[str]:
