@@ -79,10 +79,11 @@ def _rtt(rtts) -> dict:
             "min": min(rtts, default=None), "max": max(rtts, default=None)}
 
 
-def paired(vguard, modes: dict, src, dst, args, probe=None) -> dict:
-    """Two policy modes of one vguard (modes: label -> default, baseline
-    first) on one pair, interleaved: per repetition, slots in ABBA order,
-    the mode set by PUT before each. A mode gets half its iperf3 time and
+def paired(set_mode, modes: dict, src, dst, args, probe=None) -> dict:
+    """Two modes of one vguard (modes: label -> what set_mode takes, the
+    baseline first; e.g. Vguard.set_default and policy defaults) on one
+    pair, interleaved: per repetition, slots in ABBA order, the mode set
+    before each (set_mode answers once every hypervisor confirmed). A mode gets half its iperf3 time and
     pings per repetition in each of its two slots; its figure for the
     repetition is the mean throughput of the two and the median of all its
     pings, and the repetition's ratio is other / baseline. probe(): a dict
@@ -97,7 +98,7 @@ def paired(vguard, modes: dict, src, dst, args, probe=None) -> dict:
     for r, rep in enumerate(reps):
         for i in ABBA:
             label = labels[i]
-            change = vguard.set_default(modes[label])
+            change = set_mode(modes[label])
             before = probe() if probe else {}
             reached = wait_reachable(src, dst.IP(), 10)
             sent, received, rtts = ping_rtts(src, dst.IP(), args.pings // 2, 0.02)
@@ -221,7 +222,7 @@ def main(argv=None) -> dict:
             def probe():
                 return {"ids_bytes": sum(rx_bytes(h) for h in ids),
                         "destination_bytes": rx_bytes(dst)}
-            return paired(vguard, VGUARD_MODES, src, dst, args, probe)
+            return paired(vguard.set_default, VGUARD_MODES, src, dst, args, probe)
         try:
             run = measure_peer(lab, vguard, port, args, measure)
             pairs = run["paths"]
@@ -275,7 +276,7 @@ def _remote_mirror(port: int, args) -> dict:
             def measure(src, dst, args):
                 def probe():
                     return {"ids_bytes": rx_bytes(ids), "destination_bytes": rx_bytes(dst)}
-                return paired(vguard, modes, src, dst, args, probe)
+                return paired(vguard.set_default, modes, src, dst, args, probe)
             return measure_peer(lab, vguard, port, args, measure)["paths"]
     except Exception as e:
         log(f"  vguard with ERSPAN failed: {e}")

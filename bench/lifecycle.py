@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
 import time
-import urllib.request
 
 from topologies import probes
 from topologies.lab import Lab
@@ -40,7 +38,6 @@ from .peers import Vguard
 MOVER_PORT, MOVER_NAME = 999, "mover0"
 QUIET = 0.3
 SIZES = "10x100,50x20,100x100"
-_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def fabric_yaml(hypervisors: int, per_hv: int) -> str:
@@ -77,17 +74,15 @@ def _event(switches, loop, actions) -> dict:
             "switches_changed": sum(1 for s, b in zip(switches, before) if s.commits > b)}
 
 
-def _reload(peer, token: str, path: str) -> dict:
+def _reload(peer, path: str) -> dict:
+    """One VM's address changed in the file, then POST /api/v1/reload."""
     text = open(path).read()
     with open(path, "w") as f:
         f.write(text.replace("ip: 10.0.0.1}", "ip: 10.0.249.1}", 1)
                 if "ip: 10.0.0.1}" in text else text.replace("ip: 10.0.249.1}",
                                                              "ip: 10.0.0.1}", 1))
-    req = urllib.request.Request(f"http://127.0.0.1:{peer.rest_port}/api/v1/reload",
-                                 method="POST", headers={"Authorization": f"Bearer {token}"})
     t = time.monotonic()
-    with _http.open(req, timeout=120) as r:
-        doc = json.load(r)
+    doc = peer.reload()
     return {"ms": (time.monotonic() - t) * 1000, "ok": doc.get("ok"),
             "applied_to": len(doc.get("applied_to") or [])}
 
@@ -107,7 +102,7 @@ def emulated(hypervisors: int, per_hv: int, reps: int) -> dict:
             out["migration"].append(_event(switches, loop, [(0, ofload.PPR_DELETE),
                                                             (1, ofload.PPR_ADD)]))
             out["stop"].append(_event(switches, loop, [(1, ofload.PPR_DELETE)]))
-            out["reload"].append(_reload(peer, token, path))
+            out["reload"].append(_reload(peer, path))
         return out
 
     port = free_port()

@@ -292,20 +292,34 @@ class Vguard(Peer):
         """PUT /api/v1/policy/default {"mode": mode}; the controller answers
         once every connected hypervisor confirmed the change. Its answer;
         raises unless every hypervisor has the change."""
+        return self._write("PUT", "/api/v1/policy/default", {"mode": mode})
+
+    def reload(self) -> dict:
+        """POST /api/v1/reload: the network file read again, the difference
+        confirmed by every connected hypervisor; as set_default."""
+        return self._write("POST", "/api/v1/reload")
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU the controller process has used (all threads)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _write(self, method: str, path: str, body: dict | None = None) -> dict:
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.rest_port}/api/v1/policy/default",
-            data=json.dumps({"mode": mode}).encode(), method="PUT",
+            f"http://127.0.0.1:{self.rest_port}{path}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
             headers={"Content-Type": "application/json",
                      "Authorization": f"Bearer {self.token}"})
         try:
-            with _http.open(req, timeout=30) as r:
-                body = json.load(r)
+            with _http.open(req, timeout=120) as r:
+                answer = json.load(r)
         except urllib.error.HTTPError as e:
-            raise RuntimeError(f"{self.name}: PUT default {mode}: {e.code} "
+            raise RuntimeError(f"{self.name}: {method} {path}: {e.code} "
                                f"{e.read().decode(errors='replace')}") from None
-        if not body.get("ok") or body.get("offline") or body.get("failed"):
-            raise RuntimeError(f"{self.name}: PUT default {mode}: {body}")
-        return body
+        if not answer.get("ok") or answer.get("offline") or answer.get("failed"):
+            raise RuntimeError(f"{self.name}: {method} {path}: {answer}")
+        return answer
 
 
 class Responder(Peer):

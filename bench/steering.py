@@ -133,7 +133,7 @@ def main(argv=None) -> dict:
         vguard = Vguard(network, "vguard", token=secrets.token_hex(24))
         try:
             pairs = measure_peer(lab, vguard, port, args, lambda src, dst, args: paired(
-                vguard, MODES, src, dst, args, pair_counter(fw, src, dst)))["paths"]
+                vguard.set_default, MODES, src, dst, args, pair_counter(fw, src, dst)))["paths"]
             for label in MODES:
                 results[label] = {"paths": {path: p["modes"][label]
                                             for path, p in pairs.items()}}

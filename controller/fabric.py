@@ -826,7 +826,11 @@ class Fabric:
         """The entries each switch was given ({hv: [Flow]}: its last commit
         if it is connected, else what the controller intends for it), and
         how far to trust them ({hv: note}), for the trace."""
-        intended = self.compiled.desired if self.compiled is not None else {}
+        if self.compiled is None:       # no commit yet: what the first will hold
+            self.compiled = Compiled(self.placed_network, self.learned,
+                                     self.firewalls_down(self.network),
+                                     self.bindings.candidates())
+        intended = self.compiled.desired
         flows, notes = {}, {}
         for hv in self.network.hypervisors:
             switch = self.switches.get(hv.name)

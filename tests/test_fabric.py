@@ -242,6 +242,24 @@ def test_startup_commits_once_every_hypervisor_is_read():
     assert lab.fabric.status()["ready"]
 
 
+def test_before_any_switch_connects_the_trace_gets_the_entries_they_will_get():
+    lab = Lab()
+    flows, notes = lab.fabric.committed()
+    full = Compiled(lab.fabric.placed_network).desired
+    assert {n: set(f.cookie for f in fl) for n, fl in flows.items()} == \
+        {n: set(d) for n, d in full.items()} and all(full.values())
+    assert all("never synced" in note for note in notes.values())
+    # The first commits then hold exactly those.
+    lab.connect("hx")
+    lab.connect("hy")
+    lab.connect("hz", ports_first=True)
+    lab.do(lab.fabric.iface_ids_changed(OVSDB_DEFAULT, {}, lab.step()))
+    lab.do(lab.fabric.iface_ids_changed(OVSDB, {}, lab.step()))
+    lab.settle()
+    assert lab.commits == 1
+    lab.assert_in_sync()
+
+
 def test_startup_ends_after_the_grace_without_a_missing_hypervisor():
     lab = Lab()
     lab.connect("hx")
