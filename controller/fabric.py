@@ -823,9 +823,11 @@ class Fabric:
         return switch.firewall if switch is not None else "unknown"
 
     def committed(self) -> tuple[dict, dict]:
-        """The entries each switch was given ({hv: [Flow]}: its last commit
+        """The entries each switch was given ({hv: Flows}: its last commit
         if it is connected, else what the controller intends for it), and
-        how far to trust them ({hv: note}), for the trace."""
+        how far to trust them ({hv: note}), for the trace. The Flows are
+        live views, not copies (a large fabric's are a million entries):
+        read them before the greenthread yields."""
         if self.compiled is None:       # no commit yet: what the first will hold
             self.compiled = Compiled(self.placed_network, self.learned,
                                      self.firewalls_down(self.network),
@@ -835,11 +837,11 @@ class Fabric:
         for hv in self.network.hypervisors:
             switch = self.switches.get(hv.name)
             if switch is not None and switch.last_sync is not None:
-                flows[hv.name] = list(switch.desired.values())
+                flows[hv.name] = switch.desired.values()
                 notes[hv.name] = "in sync" if switch.synced else \
                     "not in sync: it may hold other entries (see /api/v1/audit)"
             else:
-                flows[hv.name] = list(intended.get(hv.name, {}).values())
+                flows[hv.name] = intended.get(hv.name, {}).values()
                 notes[hv.name] = "not connected or never synced: the entries it will get"
         return flows, notes
 

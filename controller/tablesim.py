@@ -285,17 +285,29 @@ class Switch:
                  vlan_limit: int | None = 1):
         self.name = name
         self.vlan_limit = vlan_limit
-        self.tables: dict[int, list[tuple[Flow, tuple]]] = defaultdict(list)
-        keys = {}
+        # As OVS's classifier: per table, the entries grouped by priority and
+        # by which fields they match under which masks; a group is a dict
+        # from the masked values to its entry, so a lookup costs one probe
+        # per group, not one test per entry.
+        groups: dict[tuple, dict[tuple, Flow]] = defaultdict(dict)
         for f in flows:
-            if f.key() in keys:
-                if keys[f.key()] != f:
-                    raise BadFlow(f"{name}: two different entries share {f.key()}")
+            fields = sorted(_compile_match(f))
+            shape = tuple((field, mask) for field, _, mask in fields)
+            values = tuple(value for _, value, _ in fields)
+            group = groups[(f.table, f.priority, shape)]
+            seen = group.get(values)
+            if seen is not None:
+                if seen != f:
+                    raise BadFlow(f"{name}: two different entries match the same: "
+                                  f"{seen} and {f}")
                 continue            # the same entry twice is one entry in OVS
-            keys[f.key()] = f
-            self.tables[f.table].append((f, _compile_match(f)))
+            group[values] = f
+        self.flows = [f for group in groups.values() for f in group.values()]
+        self.tables: dict[int, list[tuple[int, tuple, dict]]] = defaultdict(list)
+        for (table, priority, shape), group in groups.items():
+            self.tables[table].append((priority, shape, group))
         for entries in self.tables.values():
-            entries.sort(key=lambda e: -e[0].priority)
+            entries.sort(key=lambda e: -e[0])
         self.packet_ins: list[PacketIn] = []
         self.trace: list[Flow] = []      # entries hit by the last process() call
 
@@ -306,11 +318,19 @@ class Switch:
             packet = _Parsed.extract(packet, self.vlan_limit)
         values = self._fields(packet, in_port, metadata)
         best = None
-        for f, matches in self.tables.get(table, ()):
-            if best is not None and f.priority < best.priority:
+        for priority, shape, group in self.tables.get(table, ()):
+            if best is not None and priority < best.priority:
                 break
-            if all(values[name] is not None and values[name] & mask == value
-                   for name, value, mask in matches):
+            key = []
+            for name, mask in shape:
+                value = values[name]
+                if value is None:
+                    break
+                key.append(value & mask)
+            else:
+                f = group.get(tuple(key))
+                if f is None:
+                    continue
                 if best is not None:
                     raise AmbiguousMatch(
                         f"{self.name}: table {TABLE_NAMES.get(table, table)}: "

@@ -103,7 +103,7 @@ def test_with_ovs_default_vlan_limit_an_inner_tag_shows_as_eth_type():
                  flow(DESTINATION, 5, actions=[("output", 4)])])
     double = frame(vlans=[5, 7])
     assert sw.process(1, double) == [(2, frame(vlans=[7]))]        # not re-parsed
-    all_tags = Switch([f for t in sw.tables.values() for f, _ in t], vlan_limit=None)
+    all_tags = Switch(sw.flows, vlan_limit=None)
     assert all_tags.process(1, double) == [(3, frame(vlans=[7]))]
     assert sw.process(1, frame(vlans=[5])) == [(4, frame())]
 
