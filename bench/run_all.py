@@ -25,6 +25,7 @@ BENCHMARKS = {
     "convergence": 360,
     "restart": 240,
     "steering": 300,
+    "flow_records": 600,
 }
 README = os.path.join(REPO, "bench", "README.md")
 START, END = "<!-- results:start -->", "<!-- results:end -->"

@@ -57,8 +57,9 @@ def main(argv=None) -> int:
                     help="rotate the flow log at this size (default %(default)s)")
     ap.add_argument("--flow-log-retention", type=float, default=168, metavar="HOURS",
                     help="delete rotated flow logs older than this (default %(default)s)")
-    ap.add_argument("--flow-intake", type=int, default=20000, metavar="RECORDS",
-                    help="flow records decoded per second at most; more are dropped and "
+    ap.add_argument("--flow-intake", type=int, default=10000, metavar="RECORDS",
+                    help="flow records decoded per second at most; past it the collector "
+                         "stops reading for the second and the kernel drops the rest, "
                          "counted (default %(default)s)")
     ap.add_argument("--log-file", help="log here instead of standard error")
     ap.add_argument("--verbose", action="store_true", help="debug logging")

@@ -173,7 +173,8 @@ def test_a_flood_of_samples_is_bounded_and_counted(lab):
     kernel = (after["kernel_drops"] or 0) - (before["kernel_drops"] or 0)
     assert sent > 2 * INTAKE * 4, sent        # a flood, well past the intake
     assert 0 < decoded <= INTAKE * seconds, (decoded, seconds)
-    assert dropped > 0 and decoded + dropped + kernel >= sent * 0.95, \
+    # Past the bound the collector stops reading: the kernel drops the rest.
+    assert kernel > 0 and decoded + dropped + kernel >= sent * 0.95, \
         (sent, decoded, dropped, kernel)
     assert health["ready"]
     # Real records still flow after it.
