@@ -565,15 +565,20 @@ def _policy_base(net: Network, treat: "_Treatment") -> list[Flow]:
         flows.append(treat.entry(200, mode, src.vlan, mirror, steer,
                                  metadata=(match, POLICY_MASK)))
         if steer:
-            flows.append(flow(POLICY, 300, "firewall-return",
-                              metadata=(metadata(src.vlan, dst.vlan, firewall=True),
-                                        POLICY_MASK), goto=FORWARD))
+            flows.append(_steered_back(src.vlan, dst.vlan, 300))
         if src is dst:
             # Floods stay in the segment and are never steered: after a
             # hairpin the sender's own port could not be left out.
             flows.append(treat.entry(200, mode, src.vlan, mirror, False,
                                      metadata=(metadata(src.vlan, 0), POLICY_MASK)))
     return flows
+
+
+def _steered_back(src_vlan: int, dst_vlan: int, priority: int, **match) -> Flow:
+    """A frame of that pair back from the firewall it was steered to: on to
+    its destination (above firewall-unexpected-return)."""
+    return flow(POLICY, priority, "firewall-return", goto=FORWARD, **match,
+                metadata=(metadata(src_vlan, dst_vlan, firewall=True), POLICY_MASK))
 
 
 # -- gateways: a segment's way out (north-south), under policy.external
@@ -646,13 +651,19 @@ def _external(net: Network, treat: "_Treatment") -> list[Flow]:
                                          metadata=(value, mask)))
         if steer:
             # Back from the firewall, to a gateway or from one: delivered.
-            for value, mask in ((metadata(vlan, vlan, firewall=True, dst_gateway=True),
-                                 POLICY_MASK),
-                                (metadata(vlan, vlan, firewall=True, src_gateway=True),
-                                 CLASS_MASK)):
-                flows.append(flow(POLICY, 300, "firewall-return-external",
-                                  metadata=(value, mask), goto=FORWARD))
+            flows.append(_steered_back_external(vlan, 300, dst_gateway=True))
+            flows.append(_steered_back_external(vlan, 300, src_gateway=True))
     return flows
+
+
+def _steered_back_external(vlan: int, priority: int, dst_gateway: bool = False,
+                           src_gateway: bool = False, **match) -> Flow:
+    """A north-south frame back from the firewall it was steered to, to a
+    gateway or from one: on to its destination."""
+    value = metadata(vlan, vlan, firewall=True, dst_gateway=dst_gateway,
+                     src_gateway=src_gateway)
+    return flow(POLICY, priority, "firewall-return-external", goto=FORWARD, **match,
+                metadata=(value, POLICY_MASK if dst_gateway else CLASS_MASK))
 
 
 # Table-2 entries that only let through what another entry judged already.
@@ -763,15 +774,22 @@ def _vm_rules(net: Network, hv: Hypervisor, h: Host, treat: _Treatment,
     for src, dst, mode in allowed:
         mirror = rule.mode == "mirror" or mode in ("mirror", "steer-mirror")
         steer = rule.mode == "steer" or mode in ("steer", "steer-mirror")
+        # Steered for this VM only: the pair has no return entry of its own.
+        # Sent before received, as on the way out (two steered VMs talking).
+        own_return = rule.mode == "steer" and mode not in ("steer", "steer-mirror")
         if sent and src.vlan == h.vlan and h.hypervisor == hv.name:
             flows.append(treat.entry(220, reason, src.vlan, mirror, steer, eth_src=h.mac,
                                      metadata=(metadata(src.vlan, dst.vlan), POLICY_MASK)))
+            if own_return:
+                flows.append(_steered_back(src.vlan, dst.vlan, 302, eth_src=h.mac))
             if src is dst and rule.mode == "mirror":
                 flows.append(treat.entry(220, reason, src.vlan, True, False, eth_src=h.mac,
                                          metadata=(metadata(src.vlan, 0), POLICY_MASK)))
         if received and dst.vlan == h.vlan:
             flows.append(treat.entry(210, reason, src.vlan, mirror, steer, eth_dst=h.mac,
                                      metadata=(metadata(src.vlan, dst.vlan), POLICY_MASK)))
+            if own_return:
+                flows.append(_steered_back(src.vlan, dst.vlan, 301, eth_dst=h.mac))
             if src is dst and rule.mode == "mirror":
                 # A flood inside its segment reaches it too.
                 flows.append(treat.entry(210, reason, src.vlan, True, False,
@@ -783,14 +801,21 @@ def _vm_rules(net: Network, hv: Hypervisor, h: Host, treat: _Treatment,
             continue
         mirror = rule.mode == "mirror" or mode in ("mirror", "steer-mirror")
         steer = rule.mode == "steer" or mode in ("steer", "steer-mirror")
+        own_return = rule.mode == "steer" and mode not in ("steer", "steer-mirror")
         to_gateway, *from_gateway = [m for m in matches if not m[3]]
         if sent and h.hypervisor == hv.name:
             flows.append(treat.entry(to_gateway[0] + 20, reason, h.vlan, mirror, steer,
                                      eth_src=h.mac, metadata=to_gateway[1:3]))
+            if own_return:
+                flows.append(_steered_back_external(h.vlan, 302, dst_gateway=True,
+                                                    eth_src=h.mac))
         if received:
             for priority, value, mask, _ in from_gateway:
                 flows.append(treat.entry(priority + 10, reason, h.vlan, mirror, steer,
                                          eth_dst=h.mac, metadata=(value, mask)))
+            if own_return:
+                flows.append(_steered_back_external(h.vlan, 301, src_gateway=True,
+                                                    eth_dst=h.mac))
     return flows
 
 

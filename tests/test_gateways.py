@@ -254,16 +254,20 @@ def test_a_vm_that_becomes_a_router_needs_a_full_compile():
 
 
 MODES = ("deny", "allow", "mirror", "steer", "steer-mirror")
+VM_MODES = ("allow", "mirror", "steer")
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.fixed_dictionaries({"default": st.sampled_from(MODES),
                               "external": st.dictionaries(st.sampled_from(
-                                  ["front", "back", "lab"]), st.sampled_from(MODES))}))
+                                  ["front", "back", "lab"]), st.sampled_from(MODES)),
+                              "vms": st.dictionaries(st.sampled_from(["f1", "f2", "b1"]),
+                                                     st.sampled_from(VM_MODES))}))
 def test_north_south_follows_the_external_mode_whatever_the_rest(policy):
     """Any policy: a VM reaches its gateway, and the gateway the VM, iff the
-    segment's external mode lets it; copied once iff it mirrors; through
-    the firewall once iff it steers; never into another segment."""
+    segment's external mode lets it; copied once iff it or the VM's own
+    rule mirrors; through the firewall once iff it or the VM's rule
+    steers; never into another segment."""
     text = NETWORK.replace("policy:\n  default: allow\n", "")
     net = model.parse(text + "policy: " + json.dumps(policy) + "\n", "gateways.yaml")
     fab = fabric(net, firewall=lambda hv, frame: frame)
@@ -272,24 +276,26 @@ def test_north_south_follows_the_external_mode_whatever_the_rest(policy):
     for vm in ("f1", "f2", "b1"):
         seg = net.vm(vm).segment
         vlan = net.segment(seg).vlan
-        cases.append((seg, "out", fab.run(vm, to_gateway(net, vm)),
+        cases.append((seg, vm, "out", fab.run(vm, to_gateway(net, vm)),
                       lambda t, vlan=vlan: out_uplink(t) == [(t.uplink_hops[0][0], (vlan,))]))
         where, frame = from_gateway(net, vm, vlan)
-        cases.append((seg, "in", fab.run(where, frame),
+        cases.append((seg, vm, "in", fab.run(where, frame),
                       lambda t, vm=vm: vm_ports(t) == {(net.vm(vm).hypervisor,
                                                         net.vm(vm).port)}))
     for vm in ("l1", "l2"):
         v = net.vm(vm)
-        cases.append(("lab", "out", fab.run(vm, Frame.ipv4(v.mac, r1.mac, v.ip)),
+        cases.append(("lab", vm, "out", fab.run(vm, Frame.ipv4(v.mac, r1.mac, v.ip)),
                       lambda t: vm_ports(t) == {("gb", 12)}))
-        cases.append(("lab", "in", fab.run("r1", Frame.ipv4(r1.mac, v.mac, "10.12.0.1")),
+        cases.append(("lab", vm, "in", fab.run("r1", Frame.ipv4(r1.mac, v.mac, "10.12.0.1")),
                       lambda t, v=v: vm_ports(t) == {(v.hypervisor, v.port)}))
-    for seg, direction, trace, reached in cases:
+    for seg, vm, direction, trace, reached in cases:
         mode = policy["external"].get(seg, policy["default"])   # as documented
-        where = f"{seg} {direction} under {mode}"
+        own = policy["vms"].get(vm, "allow")
+        where = f"{seg} {direction} under {mode}, {vm} {own}"
         if mode == "deny":
             assert vm_ports(trace) == set() and trace.uplink_hops == [], where
             continue
         assert reached(trace), where
-        assert len(copies(trace)) == (1 if "mirror" in mode else 0), where
-        assert len(trace.firewall_crossings) == (1 if "steer" in mode else 0), where
+        mirrored, steered = "mirror" in mode or own == "mirror", "steer" in mode or own == "steer"
+        assert len(copies(trace)) == (1 if mirrored else 0), where
+        assert len(trace.firewall_crossings) == (1 if steered else 0), where

@@ -134,3 +134,20 @@ def test_steering_needs_firewall_ports(net):
     no_fw = model.parse(text, "no-fw.yaml")
     with pytest.raises(PolicyError, match="hv1 has no firewall_port"):
         no_fw.with_policy(no_fw.policy.with_default("steer"))
+
+
+@pytest.mark.parametrize("segment_mode", ["allow", "mirror"])
+@pytest.mark.parametrize("src,dst", [("web1", "web2"), ("web2", "web1"), ("web1", "web3"),
+                                     ("web3", "web1")])
+def test_a_vm_steer_rule_on_a_segment_that_does_not_steer_delivers_through_the_firewall(
+        net, segment_mode, src, dst):
+    """The VM's rule steers what it sends and receives; the frame back from
+    the firewall goes on, though the pair itself has no steered return."""
+    for steered in (["web1"], ["web1", "web2"]):
+        policy = net.policy.with_default(segment_mode)
+        for vm in steered:
+            policy = policy.with_vm(vm, VMRule("steer"))
+        trace = fabric(net, policy).run(src, unicast(net, src, dst))
+        assert len(trace.firewall_crossings) == 1, (steered, trace.hops[-1].entries)
+        dst_vm = net.vm(dst)
+        assert vm_ports(trace) == {(dst_vm.hypervisor, dst_vm.port)}
