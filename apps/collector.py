@@ -6,8 +6,9 @@ until the next, so the socket's buffer fills and the kernel drops the
 rest (its count is read from /proc/net/udp and reported): a flood costs
 the controller nothing past the bound. It also yields to the other
 greenthreads every YIELD_EVERY datagrams, since a green socket with data
-waiting never does, and a flood would hold OpenFlow and REST back. Datagrams from addresses
-no hypervisor may connect from (connect_from) are refused.
+waiting never does, and a flood would hold OpenFlow and REST back.
+Datagrams from addresses no hypervisor may connect from (connect_from)
+are refused.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from controller.flows import Directory, FlowStore, parse_address
 INTAKE = 10_000              # records per second decoded, at most (half a core here)
 YIELD_EVERY = 32
 RECEIVE_BUFFER = 4 << 20
-REINDEX_SECONDS = 1.0
-BIND_RETRY_SECONDS = 5.0        # a hypervisor's rule index is rebuilt at most this often
+REINDEX_SECONDS = 1.0           # a hypervisor's rule index is rebuilt at most this often
+BIND_RETRY_SECONDS = 5.0        # between tries to listen, while the port is taken
 
 
 def from_environment(app) -> "Collector | None":

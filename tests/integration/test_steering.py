@@ -65,6 +65,22 @@ def test_steered_traffic_crosses_the_firewall_once_and_obeys_its_rules(tmp_path)
         assert net.policy.mode("dmz", "internal") == "deny"
 
 
+def test_a_vm_steer_rule_steers_that_vm_only_on_a_segment_that_allows(tmp_path):
+    with Lab(example_variant(tmp_path, "  default: allow\n  vms: {web1: steer}\n")) as lab:
+        web1, web2, web3 = (lab.host(n) for n in ("web1", "web2", "web3"))
+        _count_web1_pings(lab)
+        before = _steered(lab)
+        assert probes.ping(web1, web2.IP(), count=5)[1] == 5      # on its hypervisor
+        assert probes.ping(web1, web3.IP(), count=5)[1] == 5      # across
+        assert _steered(lab) - before == 20          # 10 requests + 10 replies, once each
+        assert probes.ping(web3, web1.IP(), count=3)[1] == 3      # to it, steered too
+        # The others are not steered: the firewall drops all they would show it.
+        firewall.rules(lab.host("fw"), 'counter drop comment "rest"')
+        assert probes.ping(web2, web3.IP(), count=3)[1] == 3
+        assert probes.ping(web2, web1.IP(), count=3)[1] == 0
+        assert firewall.counters(lab.host("fw"))["rest"] >= 3
+
+
 def test_firewall_gone_fails_closed_and_steering_resumes_by_itself(tmp_path):
     with Lab(example_variant(tmp_path, "  default: steer\n")) as lab:
         fw, web1, web2 = lab.host("fw"), lab.host("web1"), lab.host("web2")
