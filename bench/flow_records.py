@@ -233,9 +233,9 @@ def intake(lab, port: int, network_path: str, args) -> dict:
     return out
 
 
-# ------------------------------------------------------------ sampling cost
+# ------------------------------------------------------------ the lab: sampling cost, intake
 
-def sampling_cost(args, port: int) -> tuple[dict, dict]:
+def on_the_lab(args, port: int) -> tuple[dict, dict]:
     """Part 1, then part 2 on the same lab: (paired results per path, intake)."""
     base = network_yaml(2, 2, 6)
     path = write_temp(base, "flowrec.yaml")
@@ -346,7 +346,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     port = free_port()
-    pairs, taken = sampling_cost(args, port)
+    pairs, taken = on_the_lab(args, port)
     traced = trace_time(args)
 
     cost, cost_text = paired_block(
