@@ -8,6 +8,7 @@ from ryu.lib import hub
 
 from controller import model, store
 from controller.policy import PolicyError
+from controller.response import ResponseError
 
 
 def initial(path: str, state_file: str | None, logger) -> dict:
@@ -17,14 +18,15 @@ def initial(path: str, state_file: str | None, logger) -> dict:
     try:
         document = model.read_document(path)
         network = file_network = model.from_document(document, path)
-        inventory, leases = {}, {}
+        inventory, leases, response_state = {}, {}, None
         if state_file:
-            network, inventory, leases = store.restore(state_file, network, document,
-                                                       logger)
+            network, inventory, leases, response_state = store.restore(
+                state_file, network, document, logger)
     except (model.NetworkFileError, store.StateFileError) as e:
         raise SystemExit(f"error: {e}") from None
     return {"network": network, "inventory": inventory, "file_document": document,
-            "file_policy": file_network.policy, "leases": leases}
+            "file_policy": file_network.policy, "leases": leases,
+            "file_response": file_network.response, "response_state": response_state}
 
 
 class Intent:
@@ -46,17 +48,19 @@ class Intent:
         """Save the policy and run-time VM changes in force; OSError if it cannot."""
         f = self.fabric
         store.save(self.state_file, f.network.policy, f.file_policy, f.network.source,
-                   f.inventory, f.leases)
+                   f.inventory, f.leases, f.network.response, f.file_response,
+                   f.response.to_state())
 
     def reload(self) -> dict:
         """Read the network file again and put only the difference in force,
         hitless. NetworkFileError or PolicyError if it cannot be used, and
         then nothing changes. With write_lock held, from a greenthread."""
         document = model.read_document(self.fabric.network.source)
-        network, file_policy = self.fabric.from_file(document)
+        network, fresh = self.fabric.from_file(document)
         result = self.apply_network(network)
         if result["ok"]:
-            self.fabric.file_document, self.fabric.file_policy = document, file_policy
+            self.fabric.file_document = document
+            self.fabric.file_policy, self.fabric.file_response = fresh.policy, fresh.response
             self.logger.info("reloaded %s", network.source)
         return result
 
@@ -64,7 +68,7 @@ class Intent:
         with self.write_lock:
             try:
                 result = self.reload()
-            except (model.NetworkFileError, PolicyError) as e:
+            except (model.NetworkFileError, PolicyError, ResponseError) as e:
                 self.logger.error("SIGHUP: not reloaded, nothing changed: %s", e)
                 return
             if not result["ok"]:

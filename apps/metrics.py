@@ -91,6 +91,25 @@ class _AppCollector:
         yield from mirrored.values()
         yield from dropped.values()
         yield from _segment_pairs(app.fabric)
+        yield from _alerts(app)
+
+
+def _alerts(app):
+    """IDS alerts by what they did (acted, extended, capped, allowlisted,
+    unowned; ignored: records that were not usable alerts)."""
+    decided = CounterMetricFamily("vguard_alert_decisions", "What IDS alerts did to "
+                                  "the VMs they name, by kind", labels=["kind"])
+    for kind, count in sorted(app.fabric.response.counts.items()):
+        decided.add_metric([kind], count)
+    yield decided
+    yield CounterMetricFamily("vguard_alert_records_ignored", "EVE records taken in that "
+                              "were not usable alerts", value=app.alerts.bad)
+    active = GaugeMetricFamily("vguard_automatic_actions", "IDS actions in force, by "
+                               "kind", labels=["action"])
+    in_force = [a.action for a in app.fabric.response.responder.active()]
+    for kind in ("quarantine", "mirror"):
+        active.add_metric([kind], in_force.count(kind))
+    yield active
 
 
 def _segment_pairs(fabric):

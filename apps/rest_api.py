@@ -29,9 +29,11 @@ shim.apply()
 from ryu.app.wsgi import ControllerBase, route  # noqa: E402
 
 from controller import changes, model, tablesim, topology, trace, views  # noqa: E402
+from controller.response import ACTIONS, ResponseError, parse_response  # noqa: E402
 from controller.auth import TOKEN_ENV, TokenError, WriteAuth, load_token  # noqa: E402
 from controller.changes import RequestError  # noqa: E402
 from controller.enforcement import DATAPATH_WINDOW_MS  # noqa: E402
+from controller.fabric import SYNC  # noqa: E402
 from controller.flows import FlowQueryError  # noqa: E402
 from controller.policy import (DIRECTIONS, SCOPE_MODES, VM_MODES, PolicyError,  # noqa: E402
                                vm_rule)
@@ -39,6 +41,7 @@ from controller.policy import (DIRECTIONS, SCOPE_MODES, VM_MODES, PolicyError,  
 from apps.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics  # noqa: E402
 
 API = "/api/v1"
+MAX_ALERTS_BODY = 1 << 20      # a batch of alerts, newline-delimited
 OPENAPI_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi.yaml")
 CONSOLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "console")
 # The web console's files, by the name a URL may ask for: nothing else under
@@ -59,6 +62,9 @@ ENDPOINTS = {
     f"{API}/vms": {"GET": "vms"},
     f"{API}/vms/{{vm}}": {"PUT": "put_vm", "DELETE": "delete_vm"},
     f"{API}/events": {"GET": "events"},
+    f"{API}/alerts": {"POST": "alerts"},
+    f"{API}/response": {"GET": "response", "PUT": "set_response"},
+    f"{API}/response/actions/{{vm}}": {"DELETE": "release"},
     f"{API}/reload": {"POST": "reload"},
     f"{API}/policy": {"GET": "policy"},
     f"{API}/matrix": {"GET": "matrix"},
@@ -146,6 +152,8 @@ def write_auth_from_environment(logger) -> WriteAuth:
     variables (it has already checked them); VGUARD_API_TOKEN is the user's."""
     try:
         token = load_token(os.environ.get("VGUARD_TOKEN_FILE"))
+        alert_file = os.environ.get("VGUARD_ALERT_TOKEN_FILE")
+        alert_token = load_token(alert_file, {}) if alert_file else None
     except TokenError as e:
         raise SystemExit(f"error: {e}") from None
     insecure = os.environ.get("VGUARD_INSECURE_REST") == "1" and token is None
@@ -157,7 +165,9 @@ def write_auth_from_environment(logger) -> WriteAuth:
                        "or %s)", TOKEN_ENV)
     else:
         logger.info("REST API writes need the bearer token")
-    return WriteAuth(token, insecure)
+    if alert_token is not None:
+        logger.info("IDS alerts may also come with the alert token")
+    return WriteAuth(token, insecure, alert_token)
 
 
 def _applied(result: dict) -> Response:
@@ -274,7 +284,22 @@ class Api:
                                self.app.fabric.leases))
 
     def events(self, req, params):
-        return _json({"events": [e.to_dict() for e in list(self.app.fabric.events)]})
+        """Lifecycle events and the IDS response's trail, oldest first;
+        ?source=lifecycle|response for one of them."""
+        source = req.GET.get("source")
+        if set(req.GET) - {"source"} or source not in (None, "lifecycle", "response"):
+            raise RequestError(400, "the only query is source=lifecycle or source=response")
+        fabric, events = self.app.fabric, []
+        if source != "response":
+            events += [{**e.to_dict(), "source": "lifecycle"} for e in list(fabric.events)]
+        if source != "lifecycle":
+            events += list(fabric.response.actions) + list(fabric.response.ignored)
+        return _json({"events": sorted(events, key=lambda e: e["time"])})
+
+    def response(self, req, params):
+        fabric = self.app.fabric
+        return _json({**fabric.response.status(), "response": fabric.network.response.to_dict(),
+                      "intake": self.app.alerts.status()})
 
     def policy(self, req, params):
         return _json({"policy": self.app.fabric.network.policy.to_dict(),
@@ -447,6 +472,79 @@ class Api:
             # In every switch's tables now; the datapath follows within the window.
             return _applied({**result, "changed": changed, "policy": new.to_dict()})
 
+    # -- the IDS response
+
+    def alerts(self, req, params):
+        """Suricata EVE records (one object, or one per line): decided by the
+        response rules; what they quarantine is in force when this answers."""
+        refusal = self._refuse(req, alerts=True)
+        if refusal is not None:
+            return refusal
+        raw = req.body_file.read(MAX_ALERTS_BODY + 1)
+        if len(raw) > MAX_ALERTS_BODY:
+            raise RequestError(413, f"at most {MAX_ALERTS_BODY} bytes of alerts per request")
+        if not raw.strip():
+            raise RequestError(400, "no records: send EVE JSON, one object or one per line")
+        result = self.app.alerts.take(raw.decode("utf-8", "replace"),
+                                      f"REST {req.remote_addr}")
+        applied = result["applied"]
+        if applied is not None and not applied["ok"]:
+            return _json({**result, "warning": "an action is decided but not in force on "
+                                               f"{', '.join(applied['failed'])} yet: the "
+                                               "controller retries"}, 202)
+        return _json(result)
+
+    def set_response(self, req, params):
+        """Replace the response rules (the network file's `response:` form)."""
+        refusal = self._refuse(req)
+        if refusal is not None:
+            return refusal
+        body = changes.json_body(req.headers.get("Content-Type"),
+                                 req.body_file.read(changes.MAX_BODY + 1))
+        try:
+            new = parse_response(body)
+        except ResponseError as e:
+            raise RequestError(400, str(e)) from None
+        with self.app.intent.write_lock:
+            fabric = self.app.fabric
+            previous = fabric.network
+            try:
+                self.app._do(fabric.set_response(new))
+            except ResponseError as e:
+                raise RequestError(409, f"the network cannot carry these rules: {e}") \
+                    from None
+            try:
+                self.app.intent.save_state()
+            except OSError as e:
+                fabric.network = previous
+                return _error(503, f"not changed: the state file "
+                                   f"{self.app.intent.state_file} cannot be written "
+                                   f"({e.strerror})")
+            self.logger.info("response rules changed by PUT %s", _path(req))
+            return _json({"changed": new != previous.response, "response": new.to_dict()})
+
+    def release(self, req, params):
+        """Release a VM from the IDS's automatic actions (?action= one kind)."""
+        refusal = self._refuse(req)
+        if refusal is not None:
+            return refusal
+        action = req.GET.get("action")
+        if set(req.GET) - {"action"} or action not in (None, *ACTIONS):
+            raise RequestError(400, f"the only query is action={' or action='.join(ACTIONS)}")
+        name = params["vm"]
+        events, actions = self.app.fabric.release(
+            name, action, f"operator ({req.remote_addr})", time.time())
+        if not events:
+            raise RequestError(404, f"no automatic {action or 'action'} is in force on "
+                                    f"{name!r}")
+        applied = self.app._put_in_force() if SYNC in actions else None
+        self.app._do([a for a in actions if a != SYNC])
+        body = {"released": events, "applied": applied}
+        if applied is not None and not applied["ok"]:
+            return _json({**body, "warning": "released, but not yet in force on "
+                                             f"{', '.join(applied['failed'])}"}, 202)
+        return _json(body)
+
     # -- the inventory and the network file
 
     def put_vm(self, req, params):
@@ -477,9 +575,13 @@ class Api:
             raise RequestError(status, f"{e.place}: {e.problem}" if e.place else e.problem) \
                 from None
         try:
-            return network.with_policy(self.app.fabric.network.policy), inventory
+            return (network.with_policy(self.app.fabric.network.policy)
+                    .with_response(self.app.fabric.network.response)), inventory
         except PolicyError as e:
             raise RequestError(409, f"the policy in force does not allow this: "
+                                    f"{e.problem}") from None
+        except ResponseError as e:
+            raise RequestError(409, f"the response rules in force do not allow this: "
                                     f"{e.problem}") from None
 
     def reload(self, req, params):
@@ -502,6 +604,10 @@ class Api:
                     raise RequestError(409, f"not reloaded, nothing changed: the policy "
                                             f"in force no longer fits the file: "
                                             f"{e.problem}") from None
+                except ResponseError as e:
+                    raise RequestError(409, f"not reloaded, nothing changed: the response "
+                                            f"rules in force no longer fit the file: "
+                                            f"{e}") from None
             else:
                 network, inventory = build()
                 result = self.app.intent.apply_network(network, inventory)
@@ -519,9 +625,11 @@ class Api:
                              result["seconds"])
             return _applied({**result, "changed": self.app.fabric.network != previous})
 
-    def _refuse(self, req) -> Response | None:
-        """The answer to a write that is not authorized, or None."""
-        refusal = self.auth.check(req.headers.get("Authorization"))
+    def _refuse(self, req, alerts: bool = False) -> Response | None:
+        """The answer to a write (alerts: a post of IDS alerts) that is not
+        authorized, or None."""
+        header = req.headers.get("Authorization")
+        refusal = self.auth.check_alert(header) if alerts else self.auth.check(header)
         if refusal is not None:
             response = _error(refusal.status, refusal.message)
             if refusal.status == 401:

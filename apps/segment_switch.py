@@ -4,8 +4,8 @@ controller.fabric decides everything. This app turns Ryu events into its
 calls and carries out what they return: flow reads (apps/flow_reads.py),
 frames, and syncs (a bundle per switch, two phases across switches,
 confirmed: apps/commit.py). apps/ovsdb.py follows the hypervisors' OVSDB,
-apps/intent.py changes the network from outside, apps/rest_api.py serves
-the API.
+apps/intent.py changes the network from outside, apps/alerts.py takes IDS
+alerts, apps/rest_api.py serves the API.
 
 Load with ryu-manager (network file in $VGUARD_NETWORK) or, simpler, via
 `python -m controller --network FILE`.
@@ -32,7 +32,7 @@ from controller import openflow  # noqa: E402
 from controller.fabric import SAVE, SYNC, Fabric, FlowEntry, PortDesc, ReadFlows  # noqa: E402
 from controller.pipeline import CONTROLLER_METER, DHCP_METER  # noqa: E402
 
-from apps import collector, intent, ovsdb, rest_api  # noqa: E402
+from apps import alerts, collector, intent, ovsdb, rest_api  # noqa: E402
 from apps.commit import Change, Committer  # noqa: E402
 from apps.flow_reads import FlowReads  # noqa: E402
 from apps.supervise import supervised  # noqa: E402
@@ -80,6 +80,10 @@ class SegmentSwitch(app_manager.RyuApp):
         if self.collector is not None:
             supervised("flow collector", self.collector.run, self.logger)
             supervised("flow log flush", self.collector.flush_loop, self.logger)
+        self.alerts = alerts.AlertIntake(self)
+        eve_file = os.environ.get("VGUARD_EVE_FILE")
+        if eve_file:
+            supervised("EVE file", lambda: self.alerts.follow(eve_file), self.logger)
         rest_api.register(kwargs["wsgi"], self)
         # SIGHUP reloads the network file (from a greenthread: it commits).
         signal.signal(signal.SIGHUP, lambda *_: hub.spawn(self.intent.reload_on_signal))

@@ -45,6 +45,12 @@ def main(argv=None) -> int:
     ap.add_argument("--token-file", help="file holding the bearer token the REST API "
                                          f"wants for writes (else ${auth.TOKEN_ENV}; "
                                          "with neither, the API is read-only)")
+    ap.add_argument("--alert-token-file", metavar="PATH",
+                    help="file holding a bearer token that may only post IDS alerts "
+                         "(POST /api/v1/alerts; the write token may too)")
+    ap.add_argument("--eve-file", metavar="PATH",
+                    help="follow this Suricata eve.json as it grows (rotation survived) "
+                         "and act on its alerts by the network file's response rules")
     ap.add_argument("--insecure-rest", action="store_true",
                     help="accept REST writes without a token (closed labs only)")
     ap.add_argument("--flow-collector", default="127.0.0.1:4739", metavar="HOST:PORT",
@@ -71,6 +77,8 @@ def main(argv=None) -> int:
                                      store.default_path(REPO, args.network))
         store.load(state_file, network, document)
         token = auth.load_token(args.token_file)
+        if args.alert_token_file:
+            auth.load_token(args.alert_token_file)
         flow_settings = _flow_settings(args, state_file)
     except (model.NetworkFileError, store.StateFileError, auth.TokenError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -81,10 +89,15 @@ def main(argv=None) -> int:
         return 2
     os.environ["VGUARD_NETWORK"] = os.path.abspath(args.network)
     os.environ["VGUARD_STATE_FILE"] = state_file
-    os.environ.pop("VGUARD_TOKEN_FILE", None)
-    os.environ.pop("VGUARD_INSECURE_REST", None)
+    for name in ("VGUARD_TOKEN_FILE", "VGUARD_ALERT_TOKEN_FILE", "VGUARD_EVE_FILE",
+                 "VGUARD_INSECURE_REST"):
+        os.environ.pop(name, None)
     if args.token_file:
         os.environ["VGUARD_TOKEN_FILE"] = os.path.abspath(args.token_file)
+    if args.alert_token_file:
+        os.environ["VGUARD_ALERT_TOKEN_FILE"] = os.path.abspath(args.alert_token_file)
+    if args.eve_file:
+        os.environ["VGUARD_EVE_FILE"] = os.path.abspath(args.eve_file)
     if args.insecure_rest:
         os.environ["VGUARD_INSECURE_REST"] = "1"
     os.environ.update(flow_settings)

@@ -3,7 +3,9 @@
 Reads are open. Writes need `Authorization: Bearer <token>` when a token is
 configured; with none the API is read-only, unless it was started with
 --insecure-rest (for a lab on a closed machine), which is logged at start
-and on every write.
+and on every write. IDS alerts may come with a token of their own
+(--alert-token-file): an IDS may raise alerts without being allowed to
+change the policy. The write token is good for alerts too.
 """
 from __future__ import annotations
 
@@ -55,10 +57,19 @@ class Refusal:
 class WriteAuth:
     token: str | None
     insecure: bool = False
+    alert_token: str | None = None
 
     def check(self, authorization: str | None) -> Refusal | None:
         """None if a write with this Authorization header may go ahead."""
-        if self.token is None:
+        return self._check(authorization, (self.token,))
+
+    def check_alert(self, authorization: str | None) -> Refusal | None:
+        """None if alerts with this Authorization header may be taken."""
+        return self._check(authorization, (self.alert_token, self.token))
+
+    def _check(self, authorization: str | None, tokens) -> Refusal | None:
+        tokens = [t for t in tokens if t is not None]
+        if not tokens:
             if self.insecure:
                 return None
             return Refusal(403, f"the API is read-only: no token is configured; {HOW_TO} "
@@ -66,8 +77,10 @@ class WriteAuth:
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
             return Refusal(401, "this write needs the header 'Authorization: Bearer <token>'")
-        # Constant time: how much of a guess matches must not show in the timing.
-        if not hmac.compare_digest(given.strip().encode("utf-8", "replace"),
-                                   self.token.encode()):
+        given_bytes = given.strip().encode("utf-8", "replace")
+        # Constant time, and every token compared: how much of a guess
+        # matches, or which token it matched, must not show in the timing.
+        matched = [hmac.compare_digest(given_bytes, t.encode()) for t in tokens]
+        if not any(matched):
             return Refusal(401, "the bearer token is not valid")
         return None

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import dhcp, learning, model, openflow, views
+from .autoresponse import AutoResponse
 from .binding import Bindings, Event, Port, iface_ids_from_flows
 from .compiler import Compiled, LearnedHost
 from .health import FirewallHealth
@@ -131,11 +132,15 @@ class SyncPlan:
 class Fabric:
     def __init__(self, network: Network, logger, now: float, inventory: dict | None = None,
                  file_document: dict | None = None, file_policy=None,
-                 leases: dict | None = None):
+                 leases: dict | None = None, file_response=None,
+                 response_state: dict | None = None):
         self.network = network
         self.inventory = dict(inventory or {})   # VMs changed at run time: name -> body|None
         self.file_document = file_document       # the network file as last read
         self.file_policy = file_policy or network.policy   # the network file's own
+        self.file_response = file_response or network.response
+        # The IDS's automatic actions in force, and their audit trail.
+        self.response = AutoResponse(network.response, response_state)
         self.logger = logger
         self.bindings = Bindings(network)
         self.learned: frozenset[LearnedHost] = frozenset()
@@ -534,7 +539,7 @@ class Fabric:
         """End the start-up grace; probe the firewalls. They are probed
         whether the policy steers or not, so that their state is measured,
         not assumed, when it starts to."""
-        actions = self._leases_expired(now)
+        actions = self._leases_expired(now) + self._responses_expired(now)
         if self.starting and now - self.started_at >= STARTUP_GRACE_SECONDS:
             actions += self._end_startup()
         if now < self.next_probe:
@@ -596,8 +601,10 @@ class Fabric:
     def _placed(self, network: Network, bindings: Bindings) -> Network:
         """`network` as it runs: bound VMs where they are, `ip: dhcp` VMs at
         their leased addresses."""
-        return network.leased({vm: lease.ip for vm, lease in self.leases.items()}
-                              ).placed(bindings.locations())
+        placed = network.leased({vm: lease.ip for vm, lease in self.leases.items()}
+                                ).placed(bindings.locations())
+        policy = self.response.policy(placed)
+        return placed if policy is placed.policy else replace(placed, policy=policy)
 
     def _port(self, switch: Switch, ofport: int) -> Port:
         """A port as the bindings see it: its name from OpenFlow, its
@@ -651,6 +658,43 @@ class Fabric:
                 out.append(SendFrame(hv.name, hv.uplink_port, openflow.announcement(
                     vm.mac, net.segment(vm.segment).vlan)))
         return out
+
+    # ------------------------------------------------------- IDS response
+
+    def alerts(self, alerts: list, now: float) -> tuple[list, list]:
+        """Decide IDS alerts (controller/response.py): the decisions, and
+        the actions they need (SYNC if one acted, SAVE if the trail of
+        actions changed)."""
+        decisions = self.response.alerts(alerts, self.network.response,
+                                         self.placed_network, now)
+        for d in decisions:
+            if d.kind in ("acted", "capped"):
+                self.logger.warning("IDS response: %s", self.response.actions[-1]["detail"]
+                                    if d.kind == "acted" else self.response.ignored[-1]["detail"])
+        changed = any(d.kind in ("acted", "extended") for d in decisions)
+        acted = any(d.kind == "acted" for d in decisions)
+        return decisions, (self._sync() if acted else []) + ([SAVE] if changed else [])
+
+    def release(self, vm: str, action: str | None, by: str, now: float) -> tuple[list, list]:
+        """An operator releases a VM's automatic actions: (events, actions)."""
+        events = self.response.release(vm, action, by, self.placed_network, now)
+        return events, self._response_released(events)
+
+    def _responses_expired(self, now: float) -> list:
+        if not self.response.due(now):
+            return []
+        return self._response_released(self.response.expire(self.placed_network, now))
+
+    def _response_released(self, events: list) -> list:
+        for e in events:
+            self.logger.info("IDS response: %s", e["detail"])
+        return self._sync() + [SAVE] if events else []
+
+    def set_response(self, response) -> list:
+        """New response rules (ResponseError if they cannot work here);
+        they change no entry, so nothing is committed."""
+        self.network = self.network.with_response(response)
+        return [SAVE]
 
     # -------------------------------------------------------------- commits
 
@@ -794,13 +838,16 @@ class Fabric:
 
     def from_file(self, document: dict) -> tuple[Network, object]:
         """The network a re-read network file puts in force (the run-time VM
-        changes on top; a policy changed through the API stays), and the
-        file's own policy. NetworkFileError or PolicyError if unusable."""
+        changes on top; a policy or response rules changed through the API
+        stay), and the file's own network. NetworkFileError, PolicyError or
+        ResponseError if unusable."""
         fresh = model.from_document(document, self.network.source, self.inventory)
         network = fresh
         if self.network.policy != self.file_policy:
             network = fresh.with_policy(self.network.policy)
-        return network, fresh.policy
+        if self.network.response != self.file_response:
+            network = network.with_response(self.network.response)
+        return network, fresh
 
     # -------------------------------------------------------------- status
 

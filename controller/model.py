@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from .policy import Policy, PolicyError, parse as parse_policy
+from .response import Response, ResponseError, parse_response
 
 MAX_VLAN = 4094
 MAX_PORT = 0xFFFFFF00              # OpenFlow 1.3: real ports are below OFPP_MAX
@@ -195,6 +196,7 @@ class Network:
     steering: "Steering" = field(default_factory=lambda: Steering())
     mirror_tunnel: MirrorTunnel | None = None
     flow_records: FlowRecords = field(default_factory=FlowRecords)
+    response: Response = field(default_factory=Response)   # how IDS alerts act
 
     def segment(self, name: str) -> Segment:
         return next(s for s in self.segments if s.name == name)
@@ -229,6 +231,12 @@ class Network:
         check_policy(self, policy)
         return replace(self, policy=policy)
 
+    def with_response(self, response: Response) -> "Network":
+        """The same network with other response rules; ResponseError if they
+        cannot work here."""
+        check_response(self, response)
+        return replace(self, response=response)
+
 
 def eui64_link_local(mac: str) -> ipaddress.IPv6Address:
     """The link-local address a host forms from its MAC (modified EUI-64)."""
@@ -246,15 +254,37 @@ def check_policy(net: Network, policy: Policy) -> None:
             raise PolicyError(f"policy.vms.{vm}", f"there is no VM {vm!r} (it has a "
                               f"{rule.mode} rule: release it first)")
     for hv in net.hypervisors:
-        if policy.mirrors_anything and hv.ids_port is None and hv.mirror_port is None and (
-                net.mirror_vlan is None or hv.uplink_port is None):
-            raise PolicyError("policy", f"it mirrors traffic, but hypervisor {hv.name} has "
-                              "no ids_port, nor a mirror tunnel (mirror.erspan or "
-                              "mirror.gre), nor an uplink and a mirror.vlan to reach a "
-                              "remote IDS")
+        if policy.mirrors_anything and not _reaches_ids(net, hv):
+            raise PolicyError("policy", f"it mirrors traffic, but {_no_ids(hv)}")
         if policy.steers_anything and hv.firewall_port is None:
             raise PolicyError("policy", f"it steers traffic, but hypervisor {hv.name} has "
                               "no firewall_port")
+
+
+def _reaches_ids(net: Network, hv: Hypervisor) -> bool:
+    return hv.ids_port is not None or hv.mirror_port is not None or (
+        net.mirror_vlan is not None and hv.uplink_port is not None)
+
+
+def _no_ids(hv: Hypervisor) -> str:
+    return (f"hypervisor {hv.name} has no ids_port, nor a mirror tunnel (mirror.erspan or "
+            "mirror.gre), nor an uplink and a mirror.vlan to reach a remote IDS")
+
+
+def check_response(net: Network, response: Response) -> None:
+    """What response rules need of the network: the VMs their allowlist
+    names (a typo there would let the IDS act on a DNS server), and
+    somewhere to send copies if a rule mirrors."""
+    names = {vm.name for vm in net.vms}
+    unknown = sorted(response.allowlist - names)
+    if unknown:
+        raise ResponseError(f"response.allowlist: there is no VM {unknown[0]!r} (an "
+                            "allowlisted VM that is removed must leave the list first)")
+    for i, rule in enumerate(response.rules):
+        lacking = [hv for hv in net.hypervisors if not _reaches_ids(net, hv)]
+        if rule.action == "mirror" and lacking:
+            raise ResponseError(f"response.rules[{i}].action: it mirrors, but "
+                                f"{_no_ids(lacking[0])}")
 
 
 # ---------------------------------------------------------------- parsing
@@ -386,7 +416,7 @@ class _Parser:
             self.fail("", "the file is empty")
         doc = self.mapping(doc, "", required=("segments", "hypervisors", "vms"),
                            optional=("policy", "options", "mirror", "steering", "ovsdb",
-                                     "flow_records"))
+                                     "flow_records", "response"))
         options = self.options(doc.get("options") or {})
         segments = self.segments(doc["segments"])
         seg_names = {s.name for s in segments}
@@ -408,9 +438,10 @@ class _Parser:
         net = Network(self.source, segments, hypervisors, vms, Policy(), options,
                       mirror_vlan, steering, tunnel, flow_records)
         try:
-            return net.with_policy(parse_policy(doc.get("policy"), seg_names,
-                                                {vm.name for vm in vms}))
-        except PolicyError as e:
+            net = net.with_policy(parse_policy(doc.get("policy"), seg_names,
+                                               {vm.name for vm in vms}))
+            return net.with_response(parse_response(doc.get("response")))
+        except (PolicyError, ResponseError) as e:
             self.fail(e.place, e.problem)
 
     def mirror(self, raw: Any, segments) -> tuple[int | None, MirrorTunnel | None]:

@@ -127,6 +127,19 @@ class Policy:
         _set(entries, vm, None if rule is None or rule == VMRule() else rule)
         return replace(self, vms=tuple(sorted(entries.items())))
 
+    def with_responses(self, quarantined, mirrored) -> "Policy":
+        """The policy the switches get while the IDS's automatic actions
+        (controller/response.py) are in force: quarantine beats every rule;
+        mirror copies all a VM sends and receives, unless the operator
+        steers it (its traffic keeps passing the firewall) or quarantines it."""
+        entries = dict(self.vms)
+        for vm in mirrored:
+            if entries.get(vm, VMRule()).mode in ("allow", "mirror"):
+                entries[vm] = VMRule("mirror")
+        for vm in quarantined:
+            entries[vm] = VMRule("quarantine")
+        return replace(self, vms=tuple(sorted(entries.items())))
+
     def to_dict(self) -> dict:
         """The policy in the network file's own form."""
         return {

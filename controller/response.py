@@ -33,7 +33,11 @@ RESPONSE_KEYS = ("rules", "allowlist", "max_per_minute")
 
 
 class ResponseError(ValueError):
-    pass
+    """A rule or saved state that cannot be used: "<place>: <problem>"."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.place, _, self.problem = message.partition(": ")
 
 
 def _is_int(v: Any) -> bool:

@@ -12,7 +12,14 @@ new policy, never half of one.
 
     {"format": 1, "saved_at": "...", "network_file": "...",
      "file_policy": {...}, "policy": {...}, "vms": {...},
-     "leases": {vm: {"ip": ..., "expires": epoch seconds, "server": MAC}}}
+     "leases": {vm: {"ip": ..., "expires": epoch seconds, "server": MAC}},
+     "file_response": {...}, "response": {...},
+     "response_state": {"responder": {...}, "actions": [...], "ignored": [...]}}
+
+`response` holds the response rules in force (the file's `response:` form),
+`response_state` the IDS's automatic actions in force and their audit trail
+(controller/autoresponse.py): a restart must neither release a quarantined
+VM nor forget why it was quarantined.
 
 Leases are what DHCP snooping learned for `ip: dhcp` VMs; one that expired
 while the controller was away is not restored.
@@ -30,8 +37,10 @@ import tempfile
 import time
 
 from . import dhcp
+from .autoresponse import AutoResponse
 from .model import Network, NetworkFileError, from_document
 from .policy import Policy, PolicyError, parse as parse_policy
+from .response import Response, ResponseError, parse_response
 
 FORMAT = 1
 
@@ -126,10 +135,13 @@ def file_policy_changed(doc: dict, network_file_policy: Policy) -> bool:
 
 
 def save(path: str, policy: Policy, network_file_policy: Policy,
-         network_file: str = "", vms: dict | None = None, leases: dict | None = None) -> None:
+         network_file: str = "", vms: dict | None = None, leases: dict | None = None,
+         response: Response | None = None, file_response: Response | None = None,
+         response_state: dict | None = None) -> None:
     """Replace the state file atomically; OSError if it cannot be written.
     vms: the VM changes made at run time (name -> body, or None: removed);
-    leases: vm -> dhcp.Lease."""
+    leases: vm -> dhcp.Lease; response: the rules in force, file_response:
+    the network file's; response_state: AutoResponse.to_state()."""
     doc = {"format": FORMAT,
            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "network_file": network_file,
@@ -137,6 +149,11 @@ def save(path: str, policy: Policy, network_file_policy: Policy,
            "policy": policy.to_dict(),
            "vms": dict(vms or {}),
            "leases": {vm: lease.to_dict() for vm, lease in sorted((leases or {}).items())}}
+    if response is not None:
+        doc["response"] = response.to_dict()
+        doc["file_response"] = (file_response or response).to_dict()
+    if response_state is not None:
+        doc["response_state"] = response_state
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".policy-", suffix=".tmp")
@@ -162,15 +179,16 @@ def save(path: str, policy: Policy, network_file_policy: Policy,
 
 
 def restore(path: str, network: Network, document: dict, logger
-            ) -> tuple[Network, dict, dict]:
-    """The network to start with: the file's, with the saved policy and
-    run-time VM changes on top when the state file holds them; those VM
-    changes; and the DHCP leases still running. StateFileError if the state
+            ) -> tuple[Network, dict, dict, dict | None]:
+    """The network to start with: the file's, with the saved policy,
+    response rules and run-time VM changes on top when the state file holds
+    them; those VM changes; the DHCP leases still running; and the saved
+    response state (AutoResponse's), or None. StateFileError if the state
     file cannot be used."""
     saved = load(path, network, document)
     if saved is None:
         logger.info("no state file %s yet: the policy is the network file's", path)
-        return network, {}, {}
+        return network, {}, {}, None
     policy, doc = saved
     changes = inventory(doc, path)
     restored = from_document(document, network.source, changes).with_policy(policy)
@@ -184,4 +202,30 @@ def restore(path: str, network: Network, document: dict, logger
     held = leases(doc, restored, time.time(), path)
     if held:
         logger.info("%d DHCP leases restored from %s", len(held), path)
-    return restored, changes, held
+    restored = _response_restored(doc, restored, network.response, path, logger)
+    state = doc.get("response_state")
+    try:
+        if state is not None:
+            AutoResponse(restored.response, state)     # only to check it
+    except ResponseError as e:
+        raise StateFileError(path, f"its IDS response state is not valid ({e}); fix or "
+                                   "delete it") from None
+    return restored, changes, held, state
+
+
+def _response_restored(doc: dict, network: Network, file_response: Response, path: str,
+                       logger) -> Network:
+    """network with the saved response rules, if the state file has them."""
+    if "response" not in doc:
+        return network
+    try:
+        response = parse_response(doc["response"])
+        network = network.with_response(response)
+    except ResponseError as e:
+        raise StateFileError(path, f"{e} (the saved response rules do not fit the "
+                                   "network file; fix or delete the state file)") from None
+    if doc.get("file_response") not in (None, file_response.to_dict()):
+        logger.warning("the network file's response rules changed since %s was saved; "
+                       "the saved rules stay in force (delete the state file to use the "
+                       "file's)", path)
+    return network

@@ -254,7 +254,7 @@ def test_leases_survive_a_restart_through_the_state_file(tmp_path):
     running = {"roamer": dhcp.Lease("10.31.0.50", 4e9, ANCHOR),
                "other": dhcp.Lease("10.32.0.50", 1.0, RELAY)}      # long over
     store.save(path, Policy(), net.policy, net.source, {}, running)
-    _network, _changes, leases = store.restore(path, net, yaml.safe_load(NETWORK),
+    _network, _changes, leases, _ = store.restore(path, net, yaml.safe_load(NETWORK),
                                                logging.getLogger("test_dhcp"))
     assert leases == {"roamer": running["roamer"]}
 
