@@ -298,7 +298,8 @@ class Api:
 
     def response(self, req, params):
         fabric = self.app.fabric
-        return _json({**fabric.response.status(), "response": fabric.network.response.to_dict(),
+        return _json({**fabric.response.status(time.time()),
+                      "response": fabric.network.response.to_dict(),
                       "intake": self.app.alerts.status()})
 
     def policy(self, req, params):

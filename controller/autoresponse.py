@@ -143,9 +143,9 @@ class AutoResponse:
         return {"responder": self.responder.to_dict(), "actions": list(self.actions),
                 "ignored": list(self.ignored)}
 
-    def status(self) -> dict:
-        return {"response": self.responder.response.to_dict(),
-                "active": [a.to_dict() for a in self.responder.active()],
+    def status(self, now: float) -> dict:
+        return {"active": [a.to_dict() for a in self.responder.active()],
+                "new_actions_last_minute": self.responder.recent(now),
                 "counts": dict(sorted(self.counts.items()))}
 
 

@@ -355,6 +355,10 @@ class Responder:
         """New rules apply to the next alerts; actions in force stay."""
         self.response = response
 
+    def recent(self, now: float) -> int:
+        """New actions in the cap's window (the last minute)."""
+        return sum(1 for t in self._window if t > now - WINDOW)
+
     def active(self) -> list[Action]:
         return sorted(self._active.values(), key=lambda a: (a.since, a.vm, a.action))
 
