@@ -3,6 +3,8 @@
     python -m controller.cli matrix
     python -m controller.cli set pair dmz internal allow
     python -m controller.cli quarantine web2
+    python -m controller.cli events --source response
+    python -m controller.cli release web2      # the operator's rule and the IDS's actions
 
 Talks to --url (default $VGUARD_URL or http://127.0.0.1:8080) with the token
 from --token or $VGUARD_API_TOKEN for writes. Exits 0 on success, 1 when the
@@ -210,7 +212,8 @@ def cmd_reload(client, args) -> str:
 
 
 def cmd_events(client, args) -> str:
-    events = client.call("GET", "/api/v1/events")["events"]
+    query = f"?source={args.source}" if args.source else ""
+    events = client.call("GET", f"/api/v1/events{query}")["events"]
     return table(["time", "level", "kind", "VM", "hypervisor", "detail"],
                  [[time.strftime("%H:%M:%S", time.localtime(e["time"])), e["level"],
                    e["kind"], e["vm"] or "", e["hypervisor"], e["detail"]]
@@ -223,7 +226,51 @@ def cmd_quarantine(client, args) -> str:
 
 
 def cmd_release(client, args) -> str:
-    return _applied(client.call("DELETE", f"/api/v1/policy/vms/{_quote(args.name)}"))
+    """The VM back to its segment's policy: the IDS's automatic actions on
+    it released, and the operator's own rule for it, if it has one."""
+    name = _quote(args.name)
+    automatic = [a for a in client.call("GET", "/api/v1/response")["active"]
+                 if a["vm"] == args.name]
+    lines = []
+    if automatic:
+        doc = client.call("DELETE", f"/api/v1/response/actions/{name}")
+        lines.append("released from the IDS's automatic "
+                     + " and ".join(e["action"] for e in doc["released"]))
+    if automatic and args.name not in client.call("GET", "/api/v1/policy")["policy"]["vms"]:
+        return lines[0]
+    try:
+        lines.append(_applied(client.call("DELETE", f"/api/v1/policy/vms/{name}")))
+    except CliError as e:
+        raise CliError("\n".join(lines + [str(e)]), e.code) from None
+    return "\n".join(lines)
+
+
+def cmd_response(client, args) -> str:
+    doc = client.call("GET", "/api/v1/response")
+    rules = doc["response"]
+    rows = []
+    for i, r in enumerate(rules["rules"]):
+        when = "; ".join(f"{k} {', '.join(map(str, r[k]))}"
+                         for k in ("severity", "signature_id", "category") if k in r)
+        rows.append([i, when, r["target"], r["action"],
+                     f"{r['ttl']:g} s" if "ttl" in r else "until released"])
+    out = [table(["rule", "alerts with", "on", "action", "for"], rows) if rows
+           else "no response rules: alerts act on nothing",
+           f"allowlist: {', '.join(rules['allowlist']) or '-'}; at most "
+           f"{rules['max_per_minute']} new actions a minute "
+           f"({doc['new_actions_last_minute']} in the last one)"]
+    active = [[a["vm"], a["action"], a["rule"],
+               time.strftime("%H:%M:%S", time.localtime(a["since"])),
+               "-" if a["expires"] is None else
+               time.strftime("%H:%M:%S", time.localtime(a["expires"])),
+               f"{a['alert']['signature_id']} {a['alert']['signature']}"]
+              for a in doc["active"]]
+    out.append(table(["VM", "action", "rule", "since", "until", "alert"], active)
+               if active else "no automatic action in force")
+    counts = ", ".join(f"{k} {v}" for k, v in doc["counts"].items()) or "none yet"
+    out.append(f"alerts so far: {counts}; records ignored: "
+               f"{doc['intake']['ignored_records']}")
+    return "\n".join(out)
 
 
 def cmd_audit(client, args) -> str:
@@ -310,14 +357,19 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_vm)
     sub.add_parser("reload", help="read the network file again, apply the difference"
                    ).set_defaults(run=cmd_reload)
-    s = sub.add_parser("events", help="recent lifecycle events (VMs up, down, moved)")
+    s = sub.add_parser("events", help="recent lifecycle events (VMs up, down, moved) and "
+                                      "the IDS response's trail")
     s.add_argument("--last", type=int, default=50, help="how many (default 50)")
+    s.add_argument("--source", choices=("lifecycle", "response"), help="only these")
     s.set_defaults(run=cmd_events)
     for name, run, what in (("quarantine", cmd_quarantine, "cut a VM off entirely"),
-                            ("release", cmd_release, "a VM back to its segment's policy")):
+                            ("release", cmd_release, "a VM back to its segment's policy "
+                                                     "(the IDS's actions on it too)")):
         s = sub.add_parser(name, help=what)
         s.add_argument("name")
         s.set_defaults(run=run)
+    sub.add_parser("response", help="the IDS response rules and the actions in force"
+                   ).set_defaults(run=cmd_response)
     sub.add_parser("audit", help="intended flows vs what the switches hold (exit 1 "
                                  "if they differ)").set_defaults(run=cmd_audit)
     sub.add_parser("counters", help="mirrored and dropped traffic").set_defaults(

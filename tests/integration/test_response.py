@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -343,3 +346,25 @@ def test_the_lab_ids_detects_a_mirrored_attack_and_the_attacker_is_quarantined(l
         for d in detectors:
             assert d.wait(timeout=5) == 0
         assert api(lab, "PUT", "/api/v1/policy/default", {"mode": "allow"})[0] == 200
+
+
+def test_the_cli_shows_the_rules_the_actions_and_the_trail_and_releases(lab):
+    def cli(*args) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "controller.cli", "--url", lab.rest_url,
+                               "--token", TOKEN, *args], capture_output=True, text=True,
+                              timeout=60, cwd=REPO)
+
+    post(lab, record(lab, "db2", "db1"))
+    shown = cli("response")
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^db2\s+quarantine\s+0\s", shown.stdout, re.M), shown.stdout
+    assert "allowlist: dns1" in shown.stdout
+    trail = cli("events", "--source", "response")
+    assert re.search(r"quarantined\s+db2\s+rs3\s+db2 quarantined by response rule 0",
+                     trail.stdout), trail.stdout
+    released = cli("release", "db2")
+    assert released.returncode == 0, released.stderr
+    assert released.stdout.strip() == "released from the IDS's automatic quarantine"
+    lab.wait_datapath()
+    assert connected(lab, "db2")
+    assert cli("release", "db2").stdout.startswith("no change")
