@@ -254,14 +254,14 @@ def check_policy(net: Network, policy: Policy) -> None:
             raise PolicyError(f"policy.vms.{vm}", f"there is no VM {vm!r} (it has a "
                               f"{rule.mode} rule: release it first)")
     for hv in net.hypervisors:
-        if policy.mirrors_anything and not _reaches_ids(net, hv):
+        if policy.mirrors_anything and not reaches_ids(net, hv):
             raise PolicyError("policy", f"it mirrors traffic, but {_no_ids(hv)}")
         if policy.steers_anything and hv.firewall_port is None:
             raise PolicyError("policy", f"it steers traffic, but hypervisor {hv.name} has "
                               "no firewall_port")
 
 
-def _reaches_ids(net: Network, hv: Hypervisor) -> bool:
+def reaches_ids(net: Network, hv: Hypervisor) -> bool:
     return hv.ids_port is not None or hv.mirror_port is not None or (
         net.mirror_vlan is not None and hv.uplink_port is not None)
 
@@ -281,7 +281,7 @@ def check_response(net: Network, response: Response) -> None:
         raise ResponseError(f"response.allowlist: there is no VM {unknown[0]!r} (an "
                             "allowlisted VM that is removed must leave the list first)")
     for i, rule in enumerate(response.rules):
-        lacking = [hv for hv in net.hypervisors if not _reaches_ids(net, hv)]
+        lacking = [hv for hv in net.hypervisors if not reaches_ids(net, hv)]
         if rule.action == "mirror" and lacking:
             raise ResponseError(f"response.rules[{i}].action: it mirrors, but "
                                 f"{_no_ids(lacking[0])}")

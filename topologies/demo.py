@@ -23,7 +23,7 @@ import yaml
 from mininet.log import setLogLevel
 
 from controller import model
-from topologies import dhcptools, firewall, probes, remote_ids, router
+from topologies import dhcptools, firewall, ids_detector, probes, remote_ids, router
 from topologies.lab import CENTRAL_IDS, Lab
 
 MAC_FLOOD_SECONDS = 10
@@ -447,6 +447,92 @@ def rogue_dhcp(path: str, report: Report, attacker, server, client) -> None:
         rogue_ra(lab, report, attacker, client)
 
 
+RESPONSE_TTL = 10       # seconds the demo's scanner stays quarantined
+
+
+def response_variant(path: str) -> str:
+    """The same network with the demo's response rules: the lab detector's
+    port scan and payload signature quarantine their source for a while."""
+    doc = model.read_document(path)
+    doc["response"] = {"rules": [{"signature_id": [ids_detector.SCAN_ID,
+                                                   ids_detector.SIGNATURE_ID],
+                                  "target": "source", "action": "quarantine",
+                                  "ttl": RESPONSE_TTL}],
+                       "max_per_minute": 10}
+    out = os.path.join(tempfile.mkdtemp(prefix="demo-response-"), os.path.basename(path))
+    with open(out, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    return out
+
+
+def scan(host, targets, ports=range(20, 40)) -> None:
+    """A TCP connect scan of every target's ports (closed ports answer RST)."""
+    addresses = ", ".join(repr(str(t)) for t in targets)
+    host.cmd(f"python3 -c \"import socket\nfor a in ({addresses},):\n for p in "
+             f"range({ports.start}, {ports.stop}):\n  s = socket.socket()\n"
+             f"  s.settimeout(0.05)\n  s.connect_ex((a, p))\n  s.close()\"")
+
+
+def ids_response(path: str, report: Report, token_file: str, token: str, attacker,
+                 a, b) -> None:
+    """The attacker scans its neighbours; the IDS sensors (the project's
+    detector, on what mirroring delivers) write EVE alerts; the controller
+    follows them, quarantines the attacker, and releases it after the TTL."""
+    eve = os.path.join(os.path.dirname(token_file), "eve.json")
+    with Lab(response_variant(path), controller_args=["--token-file", token_file,
+                                                      "--eve-file", eve]) as lab:
+        lab.pin_neighbours()
+        Api(lab, token).set_default("mirror")
+        sensors = ids_sensors(lab)
+        detectors = [lab.host(n).popen([sys.executable, ids_detector.__file__, "--iface",
+                                        probes.intf(lab.host(n)), "--eve", eve,
+                                        "--seconds", "120"]) for n in sensors]
+        try:
+            time.sleep(0.5)        # the sensors' sockets are open
+            report.check(probes.reaches(lab.host(attacker.name), str(a.ip)),
+                         f"before: {attacker.name} reaches {a.name}")
+            started = time.time()
+            scan(lab.host(attacker.name), [a.ip, b.ip])
+
+            def acted():
+                return [e for e in lab.api("/api/v1/events?source=response")["events"]
+                        if e["vm"] == attacker.name and e["kind"] == "quarantined"]
+            quarantined = probes.wait_for(acted, 10)
+            event = acted()[0] if quarantined else {}
+            alert = event.get("alert", {})
+            report.check(quarantined and alert.get("signature_id") == ids_detector.SCAN_ID,
+                         f"{attacker.name} scans 20 ports of {a.name} and {b.name}; "
+                         f"{', '.join(sensors)} see it mirrored; the alert \""
+                         f"{alert.get('signature')}\" quarantines it "
+                         f"{(event.get('time', started) - started) * 1000:.0f} ms after the "
+                         f"scan began")
+            lab.wait_datapath()
+            cut = not probes.reaches(lab.host(attacker.name), str(a.ip)) and \
+                not probes.reaches(lab.host(attacker.name), str(b.ip)) and \
+                not probes.reaches(lab.host(a.name), str(attacker.ip))
+            report.check(cut, f"its traffic stops: {attacker.name} reaches neither "
+                              f"{a.name} nor {b.name}, and nothing reaches it")
+            report.check(probes.reaches(lab.host(a.name), str(b.ip)),
+                         f"{a.name} and {b.name} still reach each other")
+            expires = event.get("expires") or time.time()
+
+            def released():
+                return any(e["vm"] == attacker.name and e["kind"] == "released"
+                           for e in lab.api("/api/v1/events?source=response")["events"])
+            freed = probes.wait_for(released, expires - time.time() + 5)
+            lab.wait_datapath()
+            report.check(freed and probes.reaches(lab.host(attacker.name), str(a.ip)),
+                         f"after its {RESPONSE_TTL} s TTL it is released by itself and "
+                         f"reaches {a.name} again")
+            for e in lab.api("/api/v1/events?source=response")["events"]:
+                report.line(f"audit: {e['kind']:12} {e['vm'] or '-':8} {e['detail']}")
+        finally:
+            for d in detectors:
+                d.terminate()
+            for d in detectors:
+                d.wait(timeout=5)
+
+
 def rogue_ra(lab: Lab, report: Report, attacker, client, expect_heard: bool = False) -> None:
     """The attacker advertises itself as an IPv6 router with a prefix of
     its own: the client never hears it (it is no declared ipv6_router),
@@ -549,6 +635,12 @@ def main(argv=None) -> int:
     report.section("8. Rogue DHCP servers and IPv6 routers reach nobody; a guest gets "
                    "its lease")
     rogue_dhcp(path, report, attacker, a, b)
+
+    report.section("9. The IDS closes the loop: a scan, an alert, a quarantine, a release")
+    if not all(model.reaches_ids(net, hv) for hv in net.hypervisors):
+        report.line("skipped: not every hypervisor can send copies to an IDS")
+    else:
+        ids_response(path, report, token_file, token, attacker, a, b)
 
     print(f"\n{len(report.failures)} failed checks; {time.time() - started:.0f}s.")
     for failure in report.failures:
