@@ -82,37 +82,39 @@ class AutoResponse:
 
     # -- what changes it
     def alerts(self, alerts: list[Alert], response: Response, net: Network,
-               now: float) -> list[Decision]:
+               now: float) -> tuple[list[Decision], list[dict]]:
         """Decide every alert by the rules in force (net: as placed and
-        leased now)."""
+        leased now): the decisions, and the events they wrote."""
         self.responder.set_response(response)
         by_address = owners(net)
         where = {vm.name: vm.hypervisor for vm in net.vms}
-        decisions = []
+        decisions, events = [], []
         for alert in alerts:
             for d in self.responder.decide(alert, by_address.get, now):
                 decisions.append(d)
                 self.counts[d.kind] += 1
-                self._record(d, where.get(d.vm), now)
-        return decisions
+                events.append(self._record(d, where.get(d.vm), now))
+        return decisions, events
 
-    def _record(self, d: Decision, hypervisor: str | None, now: float) -> None:
+    def _record(self, d: Decision, hypervisor: str | None, now: float) -> dict:
         extra = {"action": d.action, "rule": d.rule, "alert": d.alert.to_dict(),
                  "expires": d.expires}
         alert = _alert_text(d.alert)
         if d.kind == "acted":
-            self.actions.append(_event(
-                now, ACTED[d.action], d.vm, hypervisor,
-                f"{d.vm} {ACTED[d.action]} by response rule {d.rule}, {_until(d.expires)}: "
-                f"{alert}", True, **extra))
-            return
+            event = _event(now, ACTED[d.action], d.vm, hypervisor,
+                           f"{d.vm} {ACTED[d.action]} by response rule {d.rule}, "
+                           f"{_until(d.expires)}: {alert}", True, **extra)
+            self.actions.append(event)
+            return event
         detail = {"extended": f"{d.vm}: its {d.action} extended by a repeated alert",
                   "capped": f"{d.vm} NOT {ACTED[d.action]}: more than "
                             f"{self.responder.response.max_per_minute} new actions a minute",
                   "allowlisted": f"{d.vm} NOT {ACTED[d.action]}: it is on the allowlist",
                   "unowned": f"no VM owns the address: nothing {ACTED[d.action]}"}[d.kind]
-        self.ignored.append(_event(now, d.kind, d.vm, hypervisor, f"{detail}; {alert}",
-                                   d.kind == "capped", **extra))
+        event = _event(now, d.kind, d.vm, hypervisor, f"{detail}; {alert}",
+                       d.kind == "capped", **extra)
+        self.ignored.append(event)
+        return event
 
     def due(self, now: float) -> bool:
         """Is an action's TTL up?"""

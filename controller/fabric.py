@@ -665,12 +665,11 @@ class Fabric:
         """Decide IDS alerts (controller/response.py): the decisions, and
         the actions they need (SYNC if one acted, SAVE if the trail of
         actions changed)."""
-        decisions = self.response.alerts(alerts, self.network.response,
-                                         self.placed_network, now)
-        for d in decisions:
-            if d.kind in ("acted", "capped"):
-                self.logger.warning("IDS response: %s", self.response.actions[-1]["detail"]
-                                    if d.kind == "acted" else self.response.ignored[-1]["detail"])
+        decisions, events = self.response.alerts(alerts, self.network.response,
+                                                 self.placed_network, now)
+        for e in events:
+            if e["level"] == "warning":           # acted, or capped
+                self.logger.warning("IDS response: %s", e["detail"])
         changed = any(d.kind in ("acted", "extended") for d in decisions)
         acted = any(d.kind == "acted" for d in decisions)
         return decisions, (self._sync() if acted else []) + ([SAVE] if changed else [])

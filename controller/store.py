@@ -215,8 +215,9 @@ def restore(path: str, network: Network, document: dict, logger
 
 def _response_restored(doc: dict, network: Network, file_response: Response, path: str,
                        logger) -> Network:
-    """network with the saved response rules, if the state file has them."""
-    if "response" not in doc:
+    """network with the saved response rules, if they were changed through
+    the API (else the file's own, as it says now)."""
+    if doc.get("response") in (None, doc.get("file_response")):
         return network
     try:
         response = parse_response(doc["response"])

@@ -229,3 +229,16 @@ def test_a_mirror_rule_needs_a_way_to_the_ids():
         model.parse(blind + "response: {rules: [{severity: [1], target: source, "
                             "action: mirror}]}\n", "x.yaml")
     assert e.value.place == "response.rules[0].action"
+
+
+def test_rules_not_changed_at_run_time_come_from_the_file_after_a_restart(tmp_path):
+    lab = started()
+    f = lab.fabric
+    path = str(tmp_path / "state.json")
+    store.save(path, f.network.policy, f.file_policy, f.network.source, {}, {},
+               f.network.response, f.file_response, f.response.to_state())
+    edited = model.yaml.safe_load(NETWORK + RESPONSE.replace("max_per_minute: 5",
+                                                             "max_per_minute: 7"))
+    net = model.from_document(edited, "fabric.yaml")
+    restored, _, _, _ = store.restore(path, net, edited, LOG)
+    assert restored.response.max_per_minute == 7, "the edited file's rules"
