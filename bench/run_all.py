@@ -26,6 +26,7 @@ BENCHMARKS = {
     "restart": 240,
     "steering": 300,
     "flow_records": 600,
+    "alert_latency": 300,
 }
 README = os.path.join(REPO, "bench", "README.md")
 START, END = "<!-- results:start -->", "<!-- results:end -->"

@@ -1,4 +1,4 @@
-"""A tiny IDS for the lab's sensor host: proves mirrored copies reach it.
+"""A tiny IDS for the lab's sensor host: mirrored copies in, EVE alerts out.
 
 No IDS engine is packaged on the lab machine, yet the mirror tests need
 something on the sensor that reads the copies and says "attack seen" the way
