@@ -159,6 +159,12 @@ def test_an_alert_quarantines_its_source_on_every_hypervisor_until_released(lab)
     assert api(lab, "DELETE", "/api/v1/response/actions/web1")[0] == 404
 
 
+def test_an_alert_naming_a_vms_ipv6_address_acts_on_that_vm(lab):
+    doc = post(lab, record(lab, "fd00:3:10::2", "web1"))
+    assert kinds(doc) == [("acted", "web2")]
+    assert cut_off(lab, "web2")
+
+
 def test_an_alert_below_the_severity_the_rules_name_changes_nothing(lab):
     before = flows(lab)
     doc = post(lab, record(lab, "web3", "web1", severity=3))
