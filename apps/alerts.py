@@ -41,8 +41,12 @@ class AlertIntake:
         if SYNC in actions:
             applied = app._put_in_force()
         app._do([a for a in actions if a != SYNC])
-        return {"alerts": len(alerts), "ignored_records": bad,
-                "decisions": [d.to_dict() for d in decisions], "applied": applied}
+        result = {"alerts": len(alerts), "ignored_records": bad,
+                  "decisions": [d.to_dict() for d in decisions], "applied": applied}
+        if applied is None and any(d.kind == "acted" for d in decisions):
+            result["warning"] = ("decided, but the controller is still starting: it is "
+                                 "committed when every hypervisor has been read")
+        return result
 
     def status(self) -> dict:
         eve = self.eve

@@ -493,7 +493,7 @@ class Api:
             return _json({**result, "warning": "an action is decided but not in force on "
                                                f"{', '.join(applied['failed'])} yet: the "
                                                "controller retries"}, 202)
-        return _json(result)
+        return _json(result, 202 if "warning" in result else 200)
 
     def set_response(self, req, params):
         """Replace the response rules (the network file's `response:` form)."""
